@@ -1,0 +1,1 @@
+"""pyboss benchmarks: `python -m benchmarks.reload`."""

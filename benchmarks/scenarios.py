@@ -1,0 +1,328 @@
+"""The six scenarios; each runs the peers one after another (4 runs them side by side,
+idle) and returns one row per peer."""
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from benchmarks import procfs
+from benchmarks.load import LoadClient, request_once, summarize
+from benchmarks.peers import AppAlone, Pyboss, StartServer
+
+FULL = {
+    "s1_seconds": 15.0, "s1_every": 0.5,
+    "s2_seconds": 14.0, "s2_every": 4.0, "s2_ready": 2.0,
+    "s3_seconds": 7.0, "s3_answer_timeout": 5.0,
+    "s4_seconds": 30.0,
+    "s5_seconds": 3.0, "s5_rounds": 3,
+    "s6_reloads": 1000,
+    "request_timeout": 5.0,
+}
+QUICK = {
+    "s1_seconds": 1.2, "s1_every": 0.5,
+    "s2_seconds": 1.5, "s2_every": 1.0, "s2_ready": 0.3,
+    "s3_seconds": 1.5, "s3_answer_timeout": 1.0,
+    "s4_seconds": 0.5,
+    "s5_seconds": 0.3, "s5_rounds": 1,
+    "s6_reloads": 5,
+    "request_timeout": 2.0,
+}
+WARMUP_RELOADS = 10
+FIRST_RELOAD_AT = 0.5  # seconds into the load: let it reach steady state first
+
+
+class Context:
+    """Where runs keep their files, which peers take part, the settings in force."""
+
+    def __init__(self, workdir, peer_classes, settings, module="pyboss.demo"):
+        self.workdir = workdir
+        self.peer_classes = peer_classes
+        self.settings = settings
+        self.module = module
+        self.runs = 0
+
+    def make_peer(self, peer_class, **config):
+        self.runs += 1
+        rundir = os.path.join(self.workdir, "%02d-%s" % (self.runs, peer_class.name.replace(" ", "-")))
+        os.makedirs(rundir)
+        config_path = os.path.join(rundir, "app.json")
+        write_config(config_path, module=self.module, **config)
+        return peer_class(rundir, config_path)
+
+
+def write_config(path, **config):
+    temporary = path + ".tmp"
+    with open(temporary, "w") as f:
+        json.dump(config, f)
+    os.replace(temporary, path)
+
+
+def update_config(peer, **changes):
+    with open(peer.config_path) as f:
+        config = json.load(f)
+    config.update(changes)
+    write_config(peer.config_path, **config)
+
+
+@contextlib.contextmanager
+def running(peer):
+    peer.start()
+    try:
+        yield peer
+    finally:
+        peer.stop()
+
+
+def supervisor_figures(peer, ticks_before):
+    pid = peer.supervisor_pid
+    if pid is None:
+        return {"rss_kib": None, "cpu_ticks": None}
+    ticks = procfs.cpu_ticks(pid)
+    return {"rss_kib": procfs.rss_kib(pid),
+            "cpu_ticks": None if ticks is None or ticks_before is None else ticks - ticks_before}
+
+
+def reload_figures(outcomes):
+    done = [o.seconds * 1000 for o in outcomes if o.ok]
+    return {"reloads": len(outcomes), "reloads_ok": len(done),
+            "reload_p50_ms": statistics.median(done) if done else None,
+            "reload_max_ms": max(done) if done else None,
+            "reload_failures": sorted({o.message for o in outcomes if not o.ok})}
+
+
+def reloads_under_load(ctx, peer_class, seconds, every, ready_delay):
+    """Steady load for `seconds`; a reload every `every` seconds, each one awaited."""
+    peer = ctx.make_peer(peer_class, ready_delay=ready_delay)
+    with running(peer):
+        ticks_before = procfs.cpu_ticks(peer.supervisor_pid) if peer.supervisor_pid else None
+        load = LoadClient(peer.port, threads=4, pause=0.005, duration=seconds,
+                          timeout=ctx.settings["request_timeout"]).start()
+        outcomes = []
+        next_at = FIRST_RELOAD_AT
+        # A reload started must finish inside the load window to be measured under load.
+        while peer.supports_reload and next_at + ready_delay + 0.3 < seconds:
+            delay = next_at - load.now()
+            if delay > 0:
+                time.sleep(delay)
+            outcomes.append(peer.reload(load.now, timeout=seconds))
+            next_at = max(next_at + every, load.now())
+        samples = load.wait()
+        row = {"peer": peer.name, **summarize(samples, seconds), **reload_figures(outcomes),
+               **supervisor_figures(peer, ticks_before)}
+        if isinstance(peer, Pyboss):
+            row.update(pyboss_overhead(peer))
+    trace = {"samples": [(s.start, s.latency, s.error) for s in samples],
+             "reloads": [(o.requested, o.seconds, o.ok) for o in outcomes]}
+    return row, trace
+
+
+def pyboss_overhead(peer):
+    """pyboss's own share of a reload: its reported duration minus the app's ready time."""
+    status = peer.status()
+    ready_after = {g["number"]: g.get("ready_after") for g in status.get("generations", [])}
+    history = {}
+    overheads = []
+    for reload in status.get("reloads", []):
+        if reload.get("outcome") == "ok":
+            history[reload["generation"]] = reload.get("duration")
+    # Old generations are gone from "generations"; the last one is still there.
+    for number, duration in history.items():
+        if ready_after.get(number) is not None and duration is not None:
+            overheads.append((duration - ready_after[number]) * 1000)
+    durations = [d * 1000 for d in history.values() if d is not None]
+    return {"pyboss_reload_p50_ms": statistics.median(durations) if durations else None,
+            "pyboss_overhead_ms": max(overheads) if overheads else None}
+
+
+def scenario_1(ctx):
+    s = ctx.settings
+    rows = []
+    for peer_class in ctx.peer_classes:
+        row, _ = reloads_under_load(ctx, peer_class, s["s1_seconds"], s["s1_every"], 0)
+        rows.append(row)
+    return {"rows": rows}
+
+
+def scenario_2(ctx):
+    s = ctx.settings
+    rows, traces = [], {}
+    for peer_class in ctx.peer_classes:
+        row, trace = reloads_under_load(ctx, peer_class, s["s2_seconds"], s["s2_every"],
+                                        s["s2_ready"])
+        rows.append(row)
+        traces[row["peer"]] = trace
+    return {"rows": rows, "traces": traces, "ready_delay": s["s2_ready"]}
+
+
+def broken_reload(peer, load, answer_timeout):
+    """Make the next generation exit 1 at start, ask for a reload, record the answer."""
+    update_config(peer, exit_code=1)
+    if isinstance(peer, Pyboss):
+        return peer.reload(load.now, timeout=answer_timeout + 10)
+    if isinstance(peer, StartServer):
+        return peer.restart_command(load.now, timeout=answer_timeout)
+    # gunicorn has no reload command: the signal is all, and kill(1) says nothing.
+    requested = load.now()
+    done = subprocess.run(["kill", "-HUP", str(peer.supervisor_pid)])
+    return type("Outcome", (), {"requested": requested, "seconds": 0.0, "ok": None,
+                                "message": "`kill -HUP` exit %d (no report)" % done.returncode})
+
+
+def scenario_3(ctx):
+    s = ctx.settings
+    rows = []
+    for peer_class in ctx.peer_classes:
+        if peer_class is AppAlone:
+            continue
+        peer = ctx.make_peer(peer_class)
+        with running(peer):
+            old_pids = set(peer.app_pids())
+            load = LoadClient(peer.port, threads=4, pause=0.005, duration=s["s3_seconds"],
+                              timeout=s["request_timeout"]).start()
+            time.sleep(FIRST_RELOAD_AT)
+            outcome = broken_reload(peer, load, s["s3_answer_timeout"])
+            samples = load.wait()
+            after = [x for x in samples if x.start > outcome.requested]
+            by_old = sum(1 for x in after if x.error is None and x.pid in old_pids)
+        rows.append({"peer": peer.name, **summarize(samples, s["s3_seconds"]),
+                     "reload_answer": outcome.message,
+                     "reload_answer_ms": outcome.seconds * 1000,
+                     "after_requests": len(after), "after_errors": sum(1 for x in after if x.error),
+                     "after_served_by_old": by_old})
+    return {"rows": rows}
+
+
+def bare_python():
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                            start_new_session=True)
+
+
+def scenarios_4_and_5(ctx, want_idle, want_throughput):
+    """All peers up side by side: idle cost first (nothing else runs), then throughput
+    through each in turn, interleaved over rounds so that drift hits all alike."""
+    s = ctx.settings
+    peers = [ctx.make_peer(peer_class) for peer_class in ctx.peer_classes]
+    reference = bare_python()
+    started = []
+    result = {}
+    try:
+        for peer in peers:
+            started.append(peer.start())
+        if want_idle:
+            result["4"] = idle_rows(peers, reference, s["s4_seconds"])
+        if want_throughput:
+            result["5"] = throughput_rows(peers, s["s5_seconds"], s["s5_rounds"],
+                                          s["request_timeout"])
+    finally:
+        for peer in started:
+            peer.stop()
+        reference.kill()
+        reference.wait()
+    return result
+
+
+def idle_rows(peers, reference, seconds):
+    time.sleep(1.0)  # let start-up work (imports, first requests) finish
+    watched = {peer.name: peer.supervisor_pid for peer in peers if peer.supervisor_pid}
+    watched["bare python3 sleep"] = reference.pid
+    before = {name: procfs.cpu_ticks(pid) for name, pid in watched.items()}
+    time.sleep(seconds)  # the measurement itself: nothing happens on purpose
+    rows = []
+    for peer in peers:
+        pid = peer.supervisor_pid
+        total = sum(procfs.rss_kib(p) or 0 for p in ([pid] if pid else []) + peer.app_pids())
+        rows.append({"peer": peer.name,
+                     "rss_kib": procfs.rss_kib(pid) if pid else None,
+                     "cpu_ticks": procfs.cpu_ticks(pid) - before[peer.name] if pid else None,
+                     "fds": procfs.fd_count(pid) if pid else None,
+                     "total_rss_kib": total})
+    rows.append({"peer": "bare python3 sleep", "rss_kib": procfs.rss_kib(reference.pid),
+                 "cpu_ticks": procfs.cpu_ticks(reference.pid) - before["bare python3 sleep"],
+                 "fds": procfs.fd_count(reference.pid), "total_rss_kib": None})
+    return {"rows": rows, "seconds": seconds}
+
+
+def throughput_rows(peers, seconds, rounds, timeout):
+    rates = {peer.name: [] for peer in peers}
+    errors = {peer.name: 0 for peer in peers}
+    latencies = {peer.name: [] for peer in peers}
+    for _ in range(rounds):
+        for peer in peers:
+            samples = LoadClient(peer.port, threads=4, pause=0, duration=seconds,
+                                 timeout=timeout).start().wait()
+            figures = summarize(samples, seconds)
+            rates[peer.name].append(figures["rps"])
+            errors[peer.name] += figures["errors"]
+            latencies[peer.name].append(figures["p99_ms"])
+    baseline = statistics.median(rates["app alone"]) if rates.get("app alone") else None
+    rows = []
+    for peer in peers:
+        rps = statistics.median(rates[peer.name])
+        rows.append({"peer": peer.name, "rps": rps, "rounds": [round(r) for r in rates[peer.name]],
+                     "errors": errors[peer.name],
+                     "p99_ms": statistics.median(latencies[peer.name]),
+                     "ratio": rps / baseline if baseline else None})
+    return {"rows": rows, "seconds": seconds, "rounds": rounds}
+
+
+def wait_for_new_answer(port, old_pids, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        error, pid = request_once(port, 5.0)
+        if error is None and pid not in old_pids:
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def many_reloads(peer, count, load, outcomes):
+    for _ in range(count):
+        if isinstance(peer, Pyboss):
+            outcomes.append(peer.reload_via_socket())
+        else:
+            old_pids = set(peer.app_pids())
+            outcome = peer.reload(load.now)
+            # start_server at --interval=0 declares the new worker at once: wait until
+            # it answers, or the next reload would kill it before it ever served.
+            if outcome.ok and isinstance(peer, StartServer):
+                began = time.monotonic()
+                outcome.ok = wait_for_new_answer(peer.port, old_pids)
+                outcome.seconds += time.monotonic() - began
+            outcomes.append(outcome)
+
+
+def scenario_6(ctx):
+    count = ctx.settings["s6_reloads"]
+    rows = []
+    for peer_class in ctx.peer_classes:
+        if peer_class is AppAlone:
+            continue
+        peer = ctx.make_peer(peer_class)
+        if isinstance(peer, StartServer):
+            peer.interval = 0  # its default 1 s would make this scenario take 17 minutes
+        with running(peer):
+            pid = peer.supervisor_pid
+            before = {"fds": procfs.fd_count(pid), "rss_kib": procfs.rss_kib(pid)}
+            began = time.monotonic()
+            load = LoadClient(peer.port, threads=2, pause=0.01,
+                              timeout=ctx.settings["request_timeout"]).start()
+            outcomes = []
+            # The first few reloads may warm caches; growth is counted from after them.
+            warmup = min(WARMUP_RELOADS, count)
+            many_reloads(peer, warmup, load, outcomes)
+            peer.settle()
+            warm = {"fds": procfs.fd_count(pid), "rss_kib": procfs.rss_kib(pid)}
+            many_reloads(peer, count - warmup, load, outcomes)
+            samples = load.stop()
+            elapsed = time.monotonic() - began
+            peer.settle()
+            after = {"fds": procfs.fd_count(pid), "rss_kib": procfs.rss_kib(pid)}
+        rows.append({"peer": peer.name, **summarize(samples, elapsed), **reload_figures(outcomes),
+                     "fds_before": before["fds"], "fds_warm": warm["fds"],
+                     "fds_after": after["fds"], "rss_before_kib": before["rss_kib"],
+                     "rss_warm_kib": warm["rss_kib"], "rss_after_kib": after["rss_kib"],
+                     "seconds": elapsed})
+    return {"rows": rows, "reloads": count}
