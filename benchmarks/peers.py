@@ -158,27 +158,28 @@ class Pyboss(Peer):
         return ReloadOutcome(requested, time.monotonic() - began, done.returncode == 0,
                              "exit %d%s" % (done.returncode, ": " + message if message else ""))
 
-    def reload_via_socket(self, timeout=30.0):
-        """The same request the CLI sends, without paying for a CLI start (scenario 6)."""
-        began = time.monotonic()
+    def ask(self, request, timeout=30.0):
+        """One JSON line to the control socket, one back: what the CLI does, minus its start."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(timeout)
             conn.connect(self.control)
-            conn.sendall(json.dumps({"command": "reload", "wait": True}).encode() + b"\n")
+            conn.sendall(json.dumps(request).encode() + b"\n")
             reply = b""
             while not reply.endswith(b"\n"):
-                chunk = conn.recv(4096)
+                chunk = conn.recv(65536)
                 if not chunk:
                     break
                 reply += chunk
-        answer = json.loads(reply or b"{}")
+        return json.loads(reply or b"{}")
+
+    def reload_via_socket(self, timeout=30.0):
+        began = time.monotonic()
+        answer = self.ask({"command": "reload", "wait": True}, timeout)
         ok = bool(answer.get("ok"))
         return ReloadOutcome(None, time.monotonic() - began, ok, "" if ok else str(answer))
 
     def status(self):
-        done = subprocess.run(self.command() + ["status", "--json", "--control", self.control],
-                              stdout=subprocess.PIPE, timeout=30, env=child_env())
-        return json.loads(done.stdout)
+        return self.ask({"command": "status"})
 
 
 class StartServer(Peer):
@@ -256,11 +257,19 @@ class Gunicorn(Peer):
         return install.ensure_python_package("gunicorn", "gunicorn>=21")
 
     def _launch(self):
-        self._spawn([sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:%d" % self.port,
-                     "--workers", "1", "--worker-class", "gthread", "--threads", "4",
-                     "--graceful-timeout", "5", "--chdir", REPO,
-                     "benchmarks.wsgi_app:application"],
+        argv = [sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:%d" % self.port,
+                "--workers", "1", "--worker-class", "gthread", "--threads", "4",
+                "--graceful-timeout", "5", "--chdir", REPO]
+        if self.has_control_socket():
+            argv.append("--no-control-socket")  # gunicorn >= 24 would open one in ~/.gunicorn
+        self._spawn(argv + ["benchmarks.wsgi_app:application"],
                     env=child_env(BENCH_APP_CONFIG=self.config_path))
+
+    @staticmethod
+    def has_control_socket():
+        done = subprocess.run([sys.executable, "-m", "gunicorn", "--help"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        return b"--no-control-socket" in done.stdout
 
     def reload(self, clock, timeout=30.0):
         old_workers = set(procfs.children(self.supervisor_pid))

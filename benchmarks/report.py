@@ -88,10 +88,12 @@ def load_reload_table(result):
     for r in result["rows"]:
         if r.get("pyboss_overhead_ms") is not None:
             out.append("")
-            out.append("pyboss's own account (`status --json`): reload p50 %s ms; worst "
-                       "overhead beyond the app's ready time %s ms (the CLI column above "
-                       "also pays for starting `pyboss reload`)."
-                       % (fmt(r["pyboss_reload_p50_ms"], 0), fmt(r["pyboss_overhead_ms"])))
+            out.append("pyboss's own account (`status --json`): reload request to new "
+                       "generation serving p50 %s ms, of which beyond the app's own time to "
+                       "READY=1: p50 %s ms, worst %s ms. The table's column is the wall time "
+                       "of `pyboss reload --wait`, which also pays for starting the CLI."
+                       % (fmt(r["pyboss_reload_p50_ms"], 0), fmt(r["pyboss_overhead_p50_ms"]),
+                          fmt(r["pyboss_overhead_ms"])))
         for failure in r.get("reload_failures", []):
             out.append("")
             out.append("%s reload failure: %s" % (r["peer"], failure))

@@ -28,7 +28,7 @@ QUICK = {
     "s4_seconds": 0.5,
     "s5_seconds": 0.3, "s5_rounds": 1,
     "s6_reloads": 5,
-    "request_timeout": 2.0,
+    "request_timeout": 1.0,
 }
 WARMUP_RELOADS = 10
 FIRST_RELOAD_AT = 0.5  # seconds into the load: let it reach steady state first
@@ -100,7 +100,7 @@ def reloads_under_load(ctx, peer_class, seconds, every, ready_delay):
         ticks_before = procfs.cpu_ticks(peer.supervisor_pid) if peer.supervisor_pid else None
         load = LoadClient(peer.port, threads=4, pause=0.005, duration=seconds,
                           timeout=ctx.settings["request_timeout"]).start()
-        outcomes = []
+        outcomes, accounts = [], []
         next_at = FIRST_RELOAD_AT
         # A reload started must finish inside the load window to be measured under load.
         while peer.supports_reload and next_at + ready_delay + 0.3 < seconds:
@@ -108,33 +108,39 @@ def reloads_under_load(ctx, peer_class, seconds, every, ready_delay):
             if delay > 0:
                 time.sleep(delay)
             outcomes.append(peer.reload(load.now, timeout=seconds))
+            if isinstance(peer, Pyboss):
+                accounts.append(pyboss_own_account(peer))
             next_at = max(next_at + every, load.now())
         samples = load.wait()
         row = {"peer": peer.name, **summarize(samples, seconds), **reload_figures(outcomes),
                **supervisor_figures(peer, ticks_before)}
-        if isinstance(peer, Pyboss):
-            row.update(pyboss_overhead(peer))
+        row.update(own_account_figures(accounts))
     trace = {"samples": [(s.start, s.latency, s.error) for s in samples],
              "reloads": [(o.requested, o.seconds, o.ok) for o in outcomes]}
     return row, trace
 
 
-def pyboss_overhead(peer):
-    """pyboss's own share of a reload: its reported duration minus the app's ready time."""
+def pyboss_own_account(peer):
+    """pyboss's figures for the reload that just finished: its duration, and its overhead
+    beyond the new generation's own time to READY=1."""
     status = peer.status()
-    ready_after = {g["number"]: g.get("ready_after") for g in status.get("generations", [])}
-    history = {}
-    overheads = []
-    for reload in status.get("reloads", []):
-        if reload.get("outcome") == "ok":
-            history[reload["generation"]] = reload.get("duration")
-    # Old generations are gone from "generations"; the last one is still there.
-    for number, duration in history.items():
-        if ready_after.get(number) is not None and duration is not None:
-            overheads.append((duration - ready_after[number]) * 1000)
-    durations = [d * 1000 for d in history.values() if d is not None]
-    return {"pyboss_reload_p50_ms": statistics.median(durations) if durations else None,
-            "pyboss_overhead_ms": max(overheads) if overheads else None}
+    last = (status.get("reloads") or [None])[-1]
+    serving = [g for g in status.get("generations", []) if g.get("state") == "serving"]
+    if not last or last.get("outcome") != "ok" or not serving:
+        return None
+    ready_after = serving[-1].get("ready_after")
+    if ready_after is None or last.get("generation") != serving[-1].get("number"):
+        return None
+    return last["duration"], last["duration"] - ready_after
+
+
+def own_account_figures(accounts):
+    accounts = [a for a in accounts if a]
+    if not accounts:
+        return {}
+    return {"pyboss_reload_p50_ms": statistics.median(d for d, _ in accounts) * 1000,
+            "pyboss_overhead_p50_ms": statistics.median(o for _, o in accounts) * 1000,
+            "pyboss_overhead_ms": max(o for _, o in accounts) * 1000}
 
 
 def scenario_1(ctx):
@@ -150,6 +156,8 @@ def scenario_2(ctx):
     s = ctx.settings
     rows, traces = [], {}
     for peer_class in ctx.peer_classes:
+        if peer_class is AppAlone:
+            continue  # nothing to reload; its steady-load latency is in scenario 1
         row, trace = reloads_under_load(ctx, peer_class, s["s2_seconds"], s["s2_every"],
                                         s["s2_ready"])
         rows.append(row)

@@ -1,0 +1,77 @@
+"""The benchmark's own smoke test: a very short run of every scenario against every peer
+that can be had here, checked for the figures pyboss promises."""
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEERS = ["pyboss", "start_server", "gunicorn", "app alone"]
+
+
+def run_quick_benchmark(out):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.reload", "--quick", "--out", str(out)],
+                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=240)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    with open(out / "latest.json") as f:
+        return json.load(f), (out / "latest.md").read_text(), done.stdout.decode()
+
+
+def rows_by_peer(results, scenario):
+    return {row["peer"]: row for row in results["results"][scenario]["rows"]}
+
+
+def test_quick_benchmark_runs_every_scenario_and_keeps_pyboss_error_free(tmp_path):
+    raw, markdown, printed = run_quick_benchmark(tmp_path)
+
+    # Every scenario produced a table, and the same text went to stdout and latest.md.
+    for number in "123456":
+        assert "## Scenario %s:" % number in markdown
+    assert markdown.strip() == printed.strip()
+
+    # Every peer either took part or was skipped with a reason.
+    for peer in PEERS:
+        key = peer if peer != "app alone" else "alone"
+        assert peer in rows_by_peer(raw, "1") or raw["skipped"].get(key), peer
+
+    pyboss_steady = rows_by_peer(raw, "1")["pyboss"]
+    assert pyboss_steady["requests"] > 0
+    assert pyboss_steady["errors"] == 0
+    assert pyboss_steady["reloads"] >= 1 and pyboss_steady["reloads_ok"] == pyboss_steady["reloads"]
+
+    pyboss_slow_start = rows_by_peer(raw, "2")["pyboss"]
+    assert pyboss_slow_start["errors"] == 0
+    assert pyboss_slow_start["reloads_ok"] == pyboss_slow_start["reloads"] >= 1
+    # A reload cannot complete before the app's own ready delay has passed.
+    assert pyboss_slow_start["reload_p50_ms"] >= raw["settings"]["s2_ready"] * 1000
+
+    pyboss_broken = rows_by_peer(raw, "3")["pyboss"]
+    assert pyboss_broken["errors"] == 0
+    assert pyboss_broken["reload_answer"].startswith("exit 1")
+    assert pyboss_broken["after_requests"] == pyboss_broken["after_served_by_old"] > 0
+
+    idle = rows_by_peer(raw, "4")
+    assert idle["pyboss"]["rss_kib"] > 0 and idle["bare python3 sleep"]["rss_kib"] > 0
+
+    throughput = rows_by_peer(raw, "5")
+    assert throughput["pyboss"]["rps"] > 0 and throughput["pyboss"]["errors"] == 0
+    assert throughput["app alone"]["ratio"] == 1.0
+
+    many = rows_by_peer(raw, "6")["pyboss"]
+    assert many["reloads_ok"] == many["reloads"] == raw["settings"]["s6_reloads"]
+    assert many["errors"] == 0
+    assert many["fds_after"] == many["fds_before"]
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return  # the table is all there is without the bench extra
+    with open(tmp_path / "scenario2.png", "rb") as picture:
+        assert picture.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_benchmark_refuses_an_unknown_scenario_with_exit_2():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.reload", "--scenarios", "9"],
+                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    assert done.returncode == 2
+    assert b"no scenario '9'" in done.stderr
