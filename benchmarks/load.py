@@ -7,6 +7,7 @@ start time (seconds since the load started) and its latency, so that latency can
 drawn over time and lined up with the reload moments.
 """
 import json
+import os
 import socket
 import threading
 import time
@@ -64,8 +65,9 @@ class LoadClient:
     load that leaves CPU for the reloads being measured.
     """
 
-    def __init__(self, port, threads=4, pause=0.005, timeout=5.0, duration=None):
+    def __init__(self, port, threads=4, pause=0.005, timeout=5.0, duration=None, cpus=None):
         self.port = port
+        self.cpus = cpus  # pin the client threads here (the server gets the other CPUs)
         self.threads = threads
         self.pause = pause
         self.timeout = timeout
@@ -89,6 +91,8 @@ class LoadClient:
         return time.monotonic() - self.origin
 
     def _run(self):
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)  # 0: this thread only
         deadline = None if self.duration is None else self.origin + self.duration
         local = []
         while not self._stop.is_set():

@@ -265,11 +265,15 @@ class Gunicorn(Peer):
         self._spawn(argv + ["benchmarks.wsgi_app:application"],
                     env=child_env(BENCH_APP_CONFIG=self.config_path))
 
-    @staticmethod
-    def has_control_socket():
-        done = subprocess.run([sys.executable, "-m", "gunicorn", "--help"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        return b"--no-control-socket" in done.stdout
+    _control_socket_option = None
+
+    @classmethod
+    def has_control_socket(cls):
+        if cls._control_socket_option is None:
+            done = subprocess.run([sys.executable, "-m", "gunicorn", "--help"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            cls._control_socket_option = b"--no-control-socket" in done.stdout
+        return cls._control_socket_option
 
     def reload(self, clock, timeout=30.0):
         old_workers = set(procfs.children(self.supervisor_pid))

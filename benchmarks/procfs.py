@@ -70,3 +70,20 @@ def tree_rss_kib(pid):
     for member in [pid] + descendants(pid):
         total += rss_kib(member) or 0
     return total
+
+
+def pin_tree(pid, cpus):
+    """Pin every thread of pid and its descendants to cpus; threads they start later
+    inherit it. Returns False where the kernel refused."""
+    ok = True
+    for member in [pid] + descendants(pid):
+        try:
+            tasks = os.listdir("/proc/%d/task" % member)
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                os.sched_setaffinity(int(task), cpus)
+            except OSError:
+                ok = False
+    return ok

@@ -64,6 +64,7 @@ def run(args):
     settings = dict(scenarios.QUICK if args.quick else scenarios.FULL)
     if args.reloads is not None:
         settings["s6_reloads"] = args.reloads
+        settings["s6_gunicorn_reloads"] = min(args.reloads, settings["s6_gunicorn_reloads"])
     out = args.out or (tempfile.mkdtemp(prefix="pyboss-bench-out-") if args.quick else DEFAULT_OUT)
     peer_classes, skipped = available_peers(args.peers)
     if not peer_classes:
@@ -72,6 +73,7 @@ def run(args):
     workdir = tempfile.mkdtemp(prefix="pyboss-bench-")
     ctx = scenarios.Context(workdir, peer_classes, settings, module=args.app_module)
     results = {}
+    load_before = report.load_average()
     began = time.monotonic()
     finished = False
     try:
@@ -90,7 +92,8 @@ def run(args):
         sys.stderr.write("benchmark: %s after %.0f s%s\n" % (
             "done" if finished else "stopped", time.monotonic() - began,
             "" if finished else "; the peers' logs are in " + workdir))
-    text = report.markdown(results, settings, report.command_line(), skipped)
+    text = report.markdown(results, settings, report.command_line(), skipped,
+                           load_before)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "latest.md"), "w") as f:
         f.write(text + "\n")

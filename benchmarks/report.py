@@ -12,8 +12,17 @@ TITLES = {
     "4": "Scenario 4: idle for {s4_seconds:g} s, no traffic",
     "5": "Scenario 5: throughput, closed loop, 4 client threads, median of {s5_rounds} "
          "rounds x {s5_seconds:g} s",
-    "6": "Scenario 6: {s6_reloads} consecutive reloads under light load",
+    "6": "Scenario 6: {s6_reloads} consecutive reloads under light load "
+         "(gunicorn: {s6_gunicorn_reloads})",
 }
+
+
+def load_average():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def machine():
@@ -131,14 +140,13 @@ def throughput_table(result):
 
 def many_reloads_table(result):
     header = ["peer", "reloads ok", "requests", "errors", "max ms", "reload p50 ms",
-              "fds start / after 10 / after all", "RSS MiB start / after 10 / after all", "took s"]
+              "supervisor fds after N reloads", "supervisor RSS MiB after N reloads", "took s"]
     lines = []
     for r in result["rows"]:
+        fds = ", ".join("%d: %s" % (n, fd) for n, fd, _ in r["checkpoints"])
+        rss = ", ".join("%d: %s" % (n, mib(kib, 2)) for n, _, kib in r["checkpoints"])
         lines.append([r["peer"], "%d/%d" % (r["reloads_ok"], r["reloads"]), str(r["requests"]),
-                      errors(r), fmt(r["max_ms"]), fmt(r["reload_p50_ms"]),
-                      "%s / %s / %s" % (r["fds_before"], r["fds_warm"], r["fds_after"]),
-                      "%s / %s / %s" % (mib(r["rss_before_kib"], 2), mib(r["rss_warm_kib"], 2),
-                                        mib(r["rss_after_kib"], 2)),
+                      errors(r), fmt(r["max_ms"]), fmt(r["reload_p50_ms"]), fds, rss,
                       fmt(r["seconds"], 0)])
     return table(header, lines)
 
@@ -162,13 +170,15 @@ How to read this:
   gunicorn runs the same reply as a WSGI app (1 gthread worker, 4 threads).
 - Scenario 6: pyboss reloads through its control socket (the request `pyboss reload --wait`
   sends); start_server runs with `--interval=0` and each reload waits for the new worker's
-  first reply (at the default 1 s this scenario would take 17 minutes).
+  first reply (at the default 1 s this scenario would take 17 minutes); gunicorn does
+  fewer reloads, as each SIGHUP reload takes it about 0.2 s.
 """
 
 
-def markdown(results, settings, command, skipped):
+def markdown(results, settings, command, skipped, load_before):
     out = ["# pyboss reload benchmark", "",
-           "Machine: %s." % machine(), "",
+           "Machine: %s. Load average before the run %s, after it %s."
+           % (machine(), load_before, load_average()), "",
            "Peers: %s." % versions(), "",
            "Reproduce: `%s`" % command, ""]
     for name, reason in skipped.items():
