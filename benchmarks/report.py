@@ -168,6 +168,8 @@ How to read this:
   (%d per second), /proc/PID/fd.
 - The same stdlib app (`python -m pyboss.demo`) runs under pyboss, start_server and alone;
   gunicorn runs the same reply as a WSGI app (1 gthread worker, 4 threads).
+- Scenario 5 pins the load client's threads to half of the CPUs and every peer's
+  processes to the other half, so that the rounds compare servers, not scheduling luck.
 - Scenario 6: pyboss reloads through its control socket (the request `pyboss reload --wait`
   sends); start_server runs with `--interval=0` and each reload waits for the new worker's
   first reply (at the default 1 s this scenario would take 17 minutes); gunicorn does
@@ -191,6 +193,28 @@ def markdown(results, settings, command, skipped, load_before):
     return "\n".join(out)
 
 
+PEER_COLOURS = {"pyboss": "#d62728", "start_server": "#1f77b4", "gunicorn": "#2ca02c",
+                "app alone": "#7f7f7f"}
+BIN = 0.05  # seconds: each point is the worst request started in its 50 ms
+
+
+def worst_per_bin(samples):
+    """(bin start, worst latency ms) for bins that saw requests; None marks a gap."""
+    worst = {}
+    for start, latency, _ in samples:
+        key = int(start / BIN)
+        worst[key] = max(worst.get(key, 0.0), latency * 1000)
+    xs, ys, previous = [], [], None
+    for key in sorted(worst):
+        if previous is not None and key != previous + 1:
+            xs.append(None)
+            ys.append(None)
+        xs.append(key * BIN)
+        ys.append(worst[key])
+        previous = key
+    return xs, ys
+
+
 def plot(result, path):
     """Latency over time in scenario 2, one line per peer, reload requests marked."""
     try:
@@ -201,25 +225,26 @@ def plot(result, path):
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(10, 5), dpi=100)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, (peer, trace) in enumerate(sorted(result["traces"].items())):
-        colour = colours[index % len(colours)]
-        samples = trace["samples"]
-        good = [(t, lat * 1000) for t, lat, err in samples if err is None]
-        bad = [(t, lat * 1000) for t, lat, err in samples if err is not None]
-        if good:
-            axes.plot([t for t, _ in good], [ms for _, ms in good], color=colour,
-                      linewidth=0.8, label=peer)
-        if bad:
-            axes.scatter([t for t, _ in bad], [ms for _, ms in bad], color=colour, marker="x",
-                         label="%s errors" % peer)
-        for requested, seconds, ok in trace["reloads"]:
-            axes.axvline(requested, color=colour, linestyle="--", linewidth=0.7, alpha=0.7)
+    # pyboss last, so that it is drawn on top of the others.
+    order = sorted(result["traces"], key=lambda peer: (peer == "pyboss", peer))
+    for peer in order:
+        trace = result["traces"][peer]
+        colour = PEER_COLOURS.get(peer, "black")
+        xs, ys = worst_per_bin(trace["samples"])
+        axes.plot([float("nan") if x is None else x for x in xs],
+                  [float("nan") if y is None else y for y in ys], color=colour,
+                  linewidth=1.6 if peer == "pyboss" else 1.0, label=peer)
+        failed = [(t, lat * 1000) for t, lat, err in trace["samples"] if err is not None]
+        if failed:
+            axes.scatter([t for t, _ in failed], [ms for _, ms in failed], color=colour,
+                         marker="x", label="%s: failed requests" % peer)
+        for requested, _, _ in trace["reloads"]:
+            axes.axvline(requested, color=colour, linestyle="--", linewidth=0.8, alpha=0.8)
     axes.set_yscale("log")
-    axes.set_xlabel("seconds since the load started (dashed: reload requested)")
-    axes.set_ylabel("request latency, ms (log)")
-    axes.set_title("App needing %g s to become ready, reloaded under load"
-                   % result["ready_delay"])
+    axes.set_xlabel("seconds since the load started (dashed lines: reload requested)")
+    axes.set_ylabel("worst request latency per 50 ms, ms (log scale)")
+    axes.set_title("App that needs %g s to become ready, reloaded every %g s under load"
+                   % (result["ready_delay"], result.get("every", 0)))
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(loc="upper right")
     figure.tight_layout()

@@ -165,7 +165,7 @@ def scenario_2(ctx):
                                         s["s2_ready"])
         rows.append(row)
         traces[row["peer"]] = trace
-    return {"rows": rows, "traces": traces, "ready_delay": s["s2_ready"]}
+    return {"rows": rows, "traces": traces, "ready_delay": s["s2_ready"], "every": s["s2_every"]}
 
 
 def broken_reload(peer, load, answer_timeout):
