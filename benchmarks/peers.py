@@ -243,7 +243,7 @@ class StartServer(Peer):
                                   timeout=timeout)
         except subprocess.TimeoutExpired:
             return ReloadOutcome(requested, time.monotonic() - began, False,
-                                 "`start_server --restart` still waiting after %.0f s" % timeout)
+                                 "`start_server --restart` still waiting after %g s" % timeout)
         text = done.stdout.decode(errors="replace").strip().splitlines()
         return ReloadOutcome(requested, time.monotonic() - began, done.returncode == 0,
                              "exit %d%s" % (done.returncode, ": " + text[-1] if text else ""))

@@ -10,7 +10,7 @@ import time
 
 from benchmarks import procfs
 from benchmarks.load import LoadClient, request_once, summarize
-from benchmarks.peers import AppAlone, Gunicorn, Pyboss, StartServer
+from benchmarks.peers import AppAlone, Gunicorn, Pyboss, ReloadOutcome, StartServer
 
 FULL = {
     "s1_seconds": 15.0, "s1_every": 0.5,
@@ -178,8 +178,7 @@ def broken_reload(peer, load, answer_timeout):
     # gunicorn has no reload command: the signal is all, and kill(1) says nothing.
     requested = load.now()
     done = subprocess.run(["kill", "-HUP", str(peer.supervisor_pid)])
-    return type("Outcome", (), {"requested": requested, "seconds": 0.0, "ok": None,
-                                "message": "`kill -HUP` exit %d (no report)" % done.returncode})
+    return ReloadOutcome(requested, 0.0, None, "`kill -HUP` exit %d (no report)" % done.returncode)
 
 
 def scenario_3(ctx):
@@ -274,8 +273,10 @@ def throughput_rows(peers, seconds, rounds, timeout):
     rates = {peer.name: [] for peer in peers}
     errors = {peer.name: 0 for peer in peers}
     latencies = {peer.name: [] for peer in peers}
-    for _ in range(rounds):
-        for peer in peers:
+    for round_number in range(rounds):
+        # Each round starts with a different peer: none is always first after a pause.
+        shift = round_number % len(peers)
+        for peer in peers[shift:] + peers[:shift]:
             samples = LoadClient(peer.port, threads=4, pause=0, duration=seconds,
                                  timeout=timeout, cpus=client_cpus).start().wait()
             figures = summarize(samples, seconds)
