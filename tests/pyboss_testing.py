@@ -100,8 +100,10 @@ class Pyboss:
         host, _, port = addr.rpartition(":")
         return host.strip("[]"), int(port)
 
-    def serving(self):
-        return [g for g in self.status()["generations"] if g["state"] == "serving"][0]
+    def serving(self, status=None):
+        """The serving generation, or None between a crash and the respawn."""
+        found = [g for g in (status or self.status())["generations"] if g["state"] == "serving"]
+        return found[0] if found else None
 
     def reload(self, timeout=TIMEOUT):
         return self.cli("reload", "--wait", timeout=timeout)
