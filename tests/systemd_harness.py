@@ -166,23 +166,25 @@ class SystemdNamespace:
                 proc.kill()
         if self._unshare is not None and self._unshare.poll() is None:
             if self.pid is not None:
-                self.run(["systemctl", "start", "poweroff.target", "--no-block"],
-                         check=False, timeout=timeout)
+                try:
+                    self.run(["systemctl", "start", "poweroff.target", "--no-block"],
+                             check=False, timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    pass  # the SIGKILL below still ends it
             try:
                 self._unshare.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                # Killing PID 1 of a pid namespace kills everything inside it.
-                if self.pid is not None:
-                    _kill(self.pid)
-                _kill(-self._unshare.pid)
-                self._unshare.wait(timeout=timeout)
+                # Killing PID 1 of a pid namespace kills everything inside it; unshare
+                # then reaps it and exits (killing unshare too would leave a zombie).
+                _kill(self.pid if self.pid is not None else self._unshare.pid)
+                self._unshare.wait(timeout=10)
         for proc in self._background:
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 pass
         self._background.clear()
-        self._remove_cgroup(timeout)
+        self._remove_cgroup(timeout=10)
         if self._console is not None:
             self._console.close()
             self._console = None
@@ -250,6 +252,18 @@ class SystemdNamespace:
         """Host pids of every process in the namespace's cgroup tree."""
         pids = []
         for procs in self.cgroup.glob("**/cgroup.procs"):
+            try:
+                pids += [int(p) for p in procs.read_text().split()]
+            except OSError:
+                pass
+        return pids
+
+
+    def unit_processes(self, unit, slice_="system.slice"):
+        """Host pids of every process in one unit's cgroup (empty once it is gone)."""
+        unit_cgroup = self.cgroup / slice_ / unit
+        pids = []
+        for procs in unit_cgroup.glob("**/cgroup.procs"):
             try:
                 pids += [int(p) for p in procs.read_text().split()]
             except OSError:
