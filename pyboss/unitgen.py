@@ -246,6 +246,10 @@ def build_units(name, listens, socket_mode, backlog, quiet, passed, command):
         specs = [parse_spec(text, "listen%d" % i) for i, text in enumerate(listens)]
     except ListenError as e:
         raise UnitsInputError(str(e))
+    addresses = [str(spec) for spec in specs]
+    duplicate = next((a for i, a in enumerate(addresses) if a in addresses[:i]), None)
+    if duplicate:
+        raise UnitsInputError("address %s given twice: one socket per address" % duplicate)
     command = resolved_command(command)
     exec_options = [part for option, value in passed for part in (option, value)]
     if quiet:

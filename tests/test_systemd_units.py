@@ -9,8 +9,10 @@ from unit_tools import pyboss
 def test_generated_units_serve_the_demo_under_socket_activation(systemd_ns, tmp_path):
     units = tmp_path / "units"
     units.mkdir()
+    # Quotes, $, % and spaces in COMMAND must reach the app exactly as given.
+    command = ["/bin/sh", "-c", 'exec "$0" -m pyboss.demo # 100%% of "$HOME"', sys.executable]
     written = pyboss("units", "demo", "--listen", "http=127.0.0.1:8080", "--ready-timeout", "20",
-                     "--output", units, "--", sys.executable, "-m", "pyboss.demo")
+                     "--output", units, "--", *command)
     assert written.returncode == 0, written.stderr
     ns = systemd_ns(units)
     ns.systemctl("start", "demo.socket")

@@ -67,6 +67,7 @@ def test_units_without_output_prints_every_unit(tmp_path):
 @pytest.mark.parametrize("args, complaint", [
     (["bad@name", "--listen", "80", "--", "/bin/true"], "invalid NAME"),
     (["web", "--listen", "0", "--", "/bin/true"], "fixed port"),
+    (["web", "--listen", "a=80", "--listen", "b=80", "--", "/bin/true"], "given twice"),
     (["web", "--listen", "http=nonsense", "--", "/bin/true"], "cannot parse listen spec"),
     (["web", "--ready-timeout", "soon", "--", "/bin/true"], "--ready-timeout"),
     (["web", "--listen", "80"], "no COMMAND"),
