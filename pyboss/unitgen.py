@@ -20,8 +20,10 @@ from .unitcheck import check_command  # noqa: F401  (registered in cli.py)
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
 
 # pyboss exec options passed through to ExecStart= as given; exec itself validates them.
-PASSED_OPTIONS = ("--ready-after", "--ready-timeout", "--drain-signal", "--drain-timeout",
-                  "--stop-signal", "--stop-timeout", "--max-draining", "--crash-limit")
+PASSED_OPTIONS = {"--ready-after": "SECONDS", "--ready-timeout": "SECONDS",
+                  "--drain-signal": "SIGNAL", "--drain-timeout": "SECONDS",
+                  "--stop-signal": "SIGNAL", "--stop-timeout": "SECONDS",
+                  "--max-draining": "N", "--crash-limit": "N"}
 # Margins over pyboss's own timeouts, so that pyboss (which knows why) reports first.
 START_MARGIN = 30.0
 STOP_MARGIN = 15.0
@@ -267,8 +269,8 @@ def build_units(name, listens, socket_mode, backlog, quiet, passed, command):
 
 
 def passed_exec_options(func):
-    for option in reversed(PASSED_OPTIONS):
-        func = click.option(option, metavar="VALUE", default=None,
+    for option, metavar in reversed(PASSED_OPTIONS.items()):
+        func = click.option(option, metavar=metavar, default=None,
                             help="Passed to 'pyboss exec' in ExecStart=.")(func)
     return func
 
