@@ -94,6 +94,11 @@ def test_socket_activated_service_answers_curl_inside_the_namespace(systemd_ns, 
     ns.systemctl("start", "tiny.socket")
     origin, _, _ = curl(ns, 8080).split()
     assert origin == "web"  # LISTEN_FDNAMES from FileDescriptorName=
+    # A client started in the background shares the namespace's loopback too.
+    client = ns.start_background(["curl", "-sS", "--max-time", "10", "http://127.0.0.1:8080/"],
+                                 text=True)
+    out, err = client.communicate(timeout=30)
+    assert (client.returncode, out.split()[0]) == (0, "web"), err
     assert ns.systemctl("is-active", "tiny.service").stdout.strip() == "active"
     assert len(ns.unit_processes("tiny.service")) == 1
     ns.systemctl("stop", "tiny.service")
