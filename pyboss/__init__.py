@@ -1,0 +1,69 @@
+"""pyboss: a zero-downtime process supervisor, and the API for apps that run under it.
+
+An app under pyboss (or under systemd socket activation directly) does::
+
+    import pyboss
+    sock = pyboss.listeners()[0]      # already bound and listening
+    ...                               # start serving on it
+    pyboss.ready()                    # now pyboss drains the previous generation
+"""
+import socket as _socket
+
+from . import sd as _sd
+
+__version__ = "0.1.0"
+__all__ = ["listeners", "listener", "ready", "reloading", "stopping", "status",
+           "NoListeners"]
+
+_inherited = None      # [(name, socket)], made once: two objects on one fd would close it twice
+
+
+class NoListeners(LookupError):
+    """The process was started without the listening sockets it asked for."""
+
+
+def _sockets():
+    global _inherited
+    if _inherited is None:
+        _inherited = [(name, _socket.socket(fileno=fd)) for fd, name in _sd.listen_fds()]
+    return _inherited
+
+
+def listeners():
+    """The inherited listening sockets as socket.socket objects, in fd order (3, 4, ...)."""
+    found = _sockets()
+    if not found:
+        raise NoListeners("no listening sockets were passed to this process: run it under "
+                          "'pyboss exec --listen ...', from a systemd .socket unit, or with "
+                          "systemd-socket-activate")
+    return [sock for _, sock in found]
+
+
+def listener(name):
+    """The inherited listening socket called name (--listen NAME=..., FileDescriptorName=)."""
+    found = _sockets()
+    for sock_name, sock in found:
+        if sock_name == name:
+            return sock
+    raise NoListeners("no listening socket named %r was passed to this process (passed: %s)"
+                      % (name, ", ".join(n for n, _ in found) or "none"))
+
+
+def ready(status=None):
+    """Tell the supervisor this process serves now. A no-op without NOTIFY_SOCKET."""
+    return _sd.notify("READY=1" + ("\nSTATUS=" + status if status else ""))
+
+
+def reloading():
+    """Tell the supervisor this process is reloading its configuration."""
+    return _sd.notify("RELOADING=1\nMONOTONIC_USEC=%d" % _sd.monotonic_usec())
+
+
+def stopping():
+    """Tell the supervisor this process is shutting down."""
+    return _sd.notify("STOPPING=1")
+
+
+def status(text):
+    """A one-line status shown by 'pyboss status' (or systemctl status)."""
+    return _sd.notify("STATUS=" + text)

@@ -1,0 +1,389 @@
+"""The supervisor: generations on shared listeners, and the reload state machine.
+
+SERVING(N) --reload--> N+1 starting --ready--> SERVING(N+1), N draining
+                                    --exit/timeout--> N+1 killed, SERVING(N)
+Reload requests that arrive while N+1 starts coalesce into one follow-up reload.
+"""
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import List, Optional
+
+from . import sd
+from .generation import DRAINING, Generation, is_descendant
+from .loop import EventLoop
+from .upstream import Upstream
+
+STOPPING_MESSAGE = "pyboss is stopping"
+
+
+class ReloadFailed(Exception):
+    """A new generation did not become ready; the old one keeps serving."""
+
+
+@dataclass
+class Settings:
+    argv: List[str]
+    name: str = "pyboss"
+    ready_after: Optional[float] = None      # None: wait for READY=1
+    ready_timeout: float = 60.0
+    drain_signal: int = signal.SIGTERM
+    drain_timeout: float = 30.0
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 30.0
+    max_draining: int = 4
+    crash_limit: int = 5                    # generations in a row that never got ready
+    backoff_initial: float = 0.1
+    backoff_max: float = 10.0
+
+
+class Supervisor(EventLoop):
+    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, settings, listeners, control, notify, log, upstream=None):
+        super().__init__()
+        self.settings = settings
+        self.listeners = listeners
+        self.control = control
+        self.notify = notify
+        self.log = log
+        self.upstream = upstream or Upstream()
+        self.current = None           # the serving generation
+        self.pending = None           # the generation starting up, if any
+        self.pending_purpose = None   # "start" | "reload"
+        self.waiters = []             # reload --wait callers, for the pending generation
+        self.followup = None          # None, or the waiters of one coalesced next reload
+        self.old = []                 # draining, or killed after failing, until reaped
+        self.number = 0
+        self.history = deque(maxlen=20)
+        self.reload_requested_at = None
+        self.respawn_timer = None
+        self.failures = 0             # consecutive generations that never became ready
+        self.crashes = 0              # consecutive deaths, for the backoff
+        self.stopping = False
+        self.stop_waiters = []
+        self.exit_code = 0
+        self.fatal = None
+        self.watch(control, self.on_control)
+        self.watch(notify, self.on_notify)
+
+    # -- life cycle -------------------------------------------------------------
+
+    def run(self):
+        self.install_signals()
+        try:
+            self.spawn("start")
+            self.run_forever()
+        finally:
+            self.restore_signals()
+            self.shutdown()
+        return self.exit_code
+
+    def generations(self):
+        gens = [self.current, self.pending] + self.old
+        return sorted((g for g in gens if g is not None), key=lambda g: g.number)
+
+    def spawn(self, purpose):
+        self.respawn_timer = None
+        self.number += 1
+        env = sd.child_env(os.environ, self.listeners.names, self.notify.path,
+                           {"PYBOSS_GENERATION": str(self.number)})
+        try:
+            gen = Generation.spawn(self.number, self.settings.argv, env, self.listeners.fds())
+        except OSError as e:
+            self.log("spawn-failed", "cannot fork: %s" % e.strerror, level="error")
+            self.respawn_timer = self.call_later(self.next_backoff(), lambda: self.spawn(purpose))
+            return
+        self.pending, self.pending_purpose = gen, purpose
+        self.watch(gen.pidfd, lambda: self.on_exit(gen))
+        self.watch(gen.exec_fd, lambda: self.on_exec(gen))
+        gen.deadline_timer = self.call_later(self.settings.ready_timeout, lambda: self.on_ready_timeout(gen))
+        self.log("spawn", "%s started for %s" % (gen, purpose), generation=gen.number, pid=gen.pid)
+
+    def on_exec(self, gen):
+        self.unwatch(gen.exec_fd)
+        error = gen.read_exec_result()
+        if error is not None:
+            gen.exec_failed = True
+            gen.exit_reason = "cannot execute %s: %s" % (self.settings.argv[0], error)
+            return          # the exit (status 127) follows at once and is handled there
+        if self.settings.ready_after is not None and gen is self.pending:
+            gen.deadline_timer.cancel()
+            gen.deadline_timer = self.call_later(self.settings.ready_after, lambda: self.on_alive_long_enough(gen))
+
+    def on_alive_long_enough(self, gen):
+        if gen is self.pending and gen.alive and not self.stopping:
+            self.promote(gen)
+
+    def on_ready_timeout(self, gen):
+        if gen is self.pending:
+            what = "ready (READY=1)" if self.settings.ready_after is None else "alive long enough"
+            gen.exit_reason = "%s not %s within %gs" % (gen, what, self.settings.ready_timeout)
+            self.pending_failed(gen)
+
+    def owner_of(self, pid):
+        for gen in self.generations():
+            if gen.alive and (gen.pid == pid or is_descendant(pid, gen.pid)):
+                return gen
+        return None
+
+    def on_notify(self):
+        for pid, fields, fds in self.notify.receive():
+            for fd in fds:
+                os.close(fd)      # pyboss keeps no fds for its apps
+            gen = self.owner_of(pid)
+            if gen is None:
+                self.log("notify-rejected", "ignored notify message from pid %d: not one of "
+                         "pyboss's generations" % pid, level="warning", pid=pid)
+                continue
+            if "STATUS" in fields:
+                gen.status_text = fields["STATUS"]
+            if fields.get("READY") == "1" and gen is self.pending and not self.stopping:
+                self.promote(gen)
+
+    # -- the reload state machine -------------------------------------------------
+
+    def promote(self, gen):
+        gen.deadline_timer.cancel()
+        gen.mark_ready()
+        previous, self.current, self.pending = self.current, gen, None
+        self.failures = 0
+        self.log("ready", "%s ready after %.3fs" % (gen, gen.ready_after),
+                 generation=gen.number, pid=gen.pid, ready_after="%.3f" % gen.ready_after)
+        if previous is not None:
+            self.retire(previous, self.settings.drain_signal, self.settings.drain_timeout)
+        if self.pending_purpose == "reload":
+            self.record_reload(gen, "ok", None)
+        self.answer({"ok": True, "generation": gen.number, "pid": gen.pid})
+        self.upstream.ready(self.status_line())
+        self.start_followup()
+
+    def pending_failed(self, gen):
+        gen.deadline_timer.cancel()
+        self.pending = None
+        reason = gen.exit_reason or "%s failed" % gen
+        if gen.alive:
+            self.retire(gen, signal.SIGKILL, 0)
+        if self.stopping:
+            return
+        if self.pending_purpose == "reload" and self.current is not None:
+            self.record_reload(gen, "failed", reason)
+            self.log("reload-failed", "reload failed: %s; %s keeps serving" % (reason, self.current),
+                     level="error", generation=gen.number, pid=gen.pid)
+            self.upstream.ready("reload failed: %s; %s" % (reason, self.status_line()))
+            self.answer({"ok": False, "error": reason})
+            self.start_followup()
+            return
+        self.failures += 1
+        self.log("start-failed", reason, level="error", generation=gen.number, pid=gen.pid)
+        self.answer({"ok": False, "error": reason})
+        if gen.exec_failed and self.number == 1:
+            return self.die(2, reason)
+        if self.failures >= self.settings.crash_limit:
+            return self.die(1, "giving up: %s failed %d times in a row without becoming ready "
+                            "(last: %s)" % (self.settings.argv[0], self.failures, reason))
+        self.schedule_respawn()
+
+    def retire(self, gen, signum, timeout):
+        """Send gen its last signal; SIGKILL it if it is still there after timeout."""
+        gen.state = DRAINING
+        self.old.append(gen)
+        gen.signal(signum)
+        if signum != signal.SIGKILL:
+            gen.deadline_timer = self.call_later(timeout, lambda: gen.signal(signal.SIGKILL))
+        draining = [g for g in self.old if g.alive]
+        for oldest in draining[:max(0, len(draining) - self.settings.max_draining)]:
+            self.log("drain-limit", "%s killed: more than %d generations draining"
+                     % (oldest, self.settings.max_draining), level="warning",
+                     generation=oldest.number, pid=oldest.pid)
+            oldest.signal(signal.SIGKILL)
+
+    def on_exit(self, gen):
+        if not gen.reap():
+            return
+        self.unwatch(gen.pidfd)
+        if gen.exec_fd is not None:
+            self.unwatch(gen.exec_fd)
+        gen.close()
+        if gen.deadline_timer is not None:
+            gen.deadline_timer.cancel()
+        if gen in self.old:
+            self.old.remove(gen)
+            self.log("exit", "%s %s" % (gen, gen.exit_reason), generation=gen.number, pid=gen.pid)
+        elif gen is self.pending:
+            self.pending_failed(gen)
+        elif gen is self.current:
+            self.current = None
+            if self.stopping:
+                self.log("exit", "%s %s" % (gen, gen.exit_reason), generation=gen.number, pid=gen.pid)
+            else:
+                self.log("crash", "%s %s while serving" % (gen, gen.exit_reason),
+                         level="error", generation=gen.number, pid=gen.pid)
+                if time.monotonic() - gen.started_mono > self.settings.backoff_max:
+                    self.crashes = 0    # it ran well for a while: not a tight loop
+                if self.pending is None:
+                    self.schedule_respawn()
+        if self.stopping and not self.generations():
+            self.finish()
+
+    def finish(self):
+        self.finished = True
+        self.log("stopped", "every generation is gone; exiting with status %d" % self.exit_code)
+
+    def next_backoff(self):
+        delay = min(self.settings.backoff_max, self.settings.backoff_initial * 2 ** self.crashes)
+        self.crashes += 1
+        return delay
+
+    def schedule_respawn(self):
+        delay = self.next_backoff()
+        self.log("respawn", "starting a new generation in %.1fs" % delay, delay="%.1f" % delay)
+        self.upstream.status("no generation serving; respawning in %.1fs" % delay)
+        self.respawn_timer = self.call_later(delay, lambda: self.spawn("start"))
+
+    def request_reload(self, waiter=None):
+        if self.stopping:
+            return waiter and waiter.reply({"ok": False, "error": STOPPING_MESSAGE})
+        if self.pending is not None or (self.current is None and self.respawn_timer is None):
+            self.followup = (self.followup or []) + [waiter]
+            return
+        self.waiters.append(waiter)
+        self.reload_requested_at = (time.time(), time.monotonic())
+        if self.current is None:        # waiting out a backoff: try again right away
+            self.respawn_timer.cancel()
+            return self.spawn("start")
+        self.log("reload", "reload requested; starting generation %d" % (self.number + 1))
+        self.upstream.reloading()
+        self.spawn("reload")
+
+    def start_followup(self):
+        waiters, self.followup = self.followup, None
+        if waiters is not None:
+            for waiter in waiters:
+                self.request_reload(waiter)
+
+    def answer(self, reply):
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if waiter is not None:
+                waiter.reply(reply)
+
+    def record_reload(self, gen, outcome, reason):
+        requested, started = self.reload_requested_at or (gen.started, gen.started_mono)
+        self.history.append({"generation": gen.number, "outcome": outcome, "reason": reason,
+                             "duration": round(time.monotonic() - started, 3),
+                             "requested": round(requested, 3)})
+
+    # -- stop -----------------------------------------------------------------------
+
+    def handle_SIGHUP(self):
+        self.request_reload()
+
+    def handle_SIGTERM(self):
+        self.stop()
+
+    def handle_SIGINT(self):
+        if self.stopping:                 # a second ^C: do not wait any longer
+            for gen in self.generations():
+                gen.signal(signal.SIGKILL)
+        self.stop()
+
+    def stop(self, waiter=None):
+        if waiter is not None:
+            self.stop_waiters.append(waiter)
+        if self.stopping:
+            return
+        self.stopping = True
+        self.log("stop", "stopping: %s to every generation, SIGKILL after %gs"
+                 % (signal.Signals(self.settings.stop_signal).name, self.settings.stop_timeout))
+        self.upstream.stopping()
+        if self.respawn_timer is not None:
+            self.respawn_timer.cancel()
+        failure = {"ok": False, "error": STOPPING_MESSAGE}
+        self.answer(failure)
+        for waiter in self.followup or []:
+            if waiter is not None:
+                waiter.reply(failure)
+        self.followup = None
+        for gen in self.generations():
+            if gen.state != DRAINING or self.settings.drain_signal != self.settings.stop_signal:
+                gen.signal(self.settings.stop_signal)
+        self.call_later(self.settings.stop_timeout, self.kill_everything)
+        if not self.generations():
+            self.finish()
+
+    def kill_everything(self):
+        for gen in self.generations():
+            self.log("stop-timeout", "%s still running after %gs: SIGKILL"
+                     % (gen, self.settings.stop_timeout), level="warning",
+                     generation=gen.number, pid=gen.pid)
+            gen.signal(signal.SIGKILL)
+
+    def die(self, code, message):
+        self.exit_code, self.fatal = code, message
+        self.log("fatal", message, level="error")
+        self.stop()
+
+    def shutdown(self):
+        for gen in self.generations():      # only after an exception: make sure
+            gen.signal(signal.SIGKILL)
+            os.waitpid(gen.pid, 0)
+            gen.close()
+        self.listeners.close(final=True)
+        self.notify.close()
+        self.control.close()
+        self.close()
+        for waiter in self.stop_waiters:
+            waiter.reply({"ok": self.exit_code == 0, "exit_code": self.exit_code,
+                          "error": self.fatal})
+
+    # -- control socket ---------------------------------------------------------------
+
+    def on_control(self):
+        conn = self.control.accept()
+        if conn is not None:
+            self.watch(conn, lambda: self.on_request(conn))
+
+    def on_request(self, conn):
+        try:
+            request = self.control.read_request(conn)
+        except (EOFError, OSError):
+            self.unwatch(conn)
+            return conn.close()
+        if request is None:
+            return
+        self.unwatch(conn)
+        command = request.get("command")
+        if command == "status":
+            conn.reply(self.status())
+        elif command == "reload" and request.get("wait"):
+            self.request_reload(conn)
+        elif command == "reload":
+            self.request_reload()
+            conn.reply({"ok": True, "queued": True})
+        elif command == "stop":
+            self.stop(conn)
+        else:
+            conn.reply({"ok": False, "error": "unknown command %r" % command})
+
+    def state(self):
+        if self.stopping:
+            return "stopping"
+        if self.current is None:
+            return "starting"
+        return "reloading" if self.pending is not None else "serving"
+
+    def status_line(self):
+        if self.current is None:
+            return "no generation serving"
+        return "serving generation %d (pid %d)" % (self.current.number, self.current.pid)
+
+    def status(self):
+        return {"ok": True, "name": self.settings.name, "pid": os.getpid(),
+                "state": self.state(), "command": self.settings.argv,
+                "generations": [g.as_dict() for g in self.generations()],
+                "listeners": [l.as_dict() for l in self.listeners],
+                "reloads": list(self.history)}
+

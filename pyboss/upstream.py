@@ -1,0 +1,38 @@
+"""What pyboss tells its own service manager (systemd) through sd_notify."""
+import os
+
+from . import sd
+
+
+class Upstream:
+    """Holds the NOTIFY_SOCKET pyboss was given; children never see it."""
+
+    def __init__(self, environ=os.environ):
+        self.socket_path = environ.pop("NOTIFY_SOCKET", None)
+        self.ready_sent = False
+
+    @property
+    def active(self):
+        return bool(self.socket_path)
+
+    def send(self, *lines):
+        if self.socket_path:
+            try:
+                sd.notify("\n".join(lines), socket_path=self.socket_path)
+            except OSError:
+                pass    # the manager went away; serving goes on
+
+    def ready(self, status):
+        self.ready_sent = True
+        self.send("READY=1", "STATUS=" + status)
+
+    def reloading(self):
+        # MONOTONIC_USEC lets Type=notify-reload tell this reload from an earlier one.
+        self.send("RELOADING=1", "MONOTONIC_USEC=%d" % sd.monotonic_usec(),
+                  "STATUS=reloading")
+
+    def stopping(self):
+        self.send("STOPPING=1", "STATUS=stopping")
+
+    def status(self, text):
+        self.send("STATUS=" + text)
