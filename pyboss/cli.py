@@ -269,6 +269,10 @@ def status_command(name, control, as_json):
     return 0
 
 
+from .unitgen import check_command, units_command  # noqa: E402
+cli.add_command(units_command), cli.add_command(check_command)
+
+
 def main(argv=None):
     """Entry point: click's errors become one line and exit status 2."""
     try:
