@@ -178,8 +178,8 @@ def timeout_findings(path, entries, exec_options):
     findings = []
     checks = (("TimeoutStartSec", ("--ready-timeout",), "is not shorter than",
                "systemd would kill pyboss before pyboss reports the slow generation"),
-              ("TimeoutStopSec", ("--stop-timeout", "--drain-timeout"), "is not shorter than",
-               "systemd would SIGKILL generations pyboss is still draining"))
+              ("TimeoutStopSec", ("--stop-timeout",), "is not shorter than",
+               "systemd would SIGKILL generations pyboss is still stopping"))
     for key, options, relation, consequence in checks:
         setting = last(entries, "Service", key) or last(entries, "Service", "TimeoutSec")
         limit = time_span(setting[0]) if setting else SYSTEMD_DEFAULT_TIMEOUT

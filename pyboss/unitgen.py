@@ -167,7 +167,7 @@ def under_home(paths):
 
 def service_unit(name, sockets, exec_argv, reload_argv, exec_values, home_paths):
     ready_timeout = exec_values["ready_timeout"]
-    stop_after = max(exec_values["stop_timeout"], exec_values["drain_timeout"])
+    stop_after = exec_values["stop_timeout"]
     protect_home = "ProtectHome=yes\n"
     if under_home(home_paths):
         protect_home = ("# pyboss or the app lives under a home directory: readable only.\n"

@@ -184,27 +184,10 @@ class SystemdNamespace:
             except subprocess.TimeoutExpired:
                 pass
         self._background.clear()
-        self._remove_cgroup(timeout=10)
+        remove_cgroup_tree(self.cgroup, timeout=10)
         if self._console is not None:
             self._console.close()
             self._console = None
-
-    def _remove_cgroup(self, timeout):
-        if not self.cgroup.exists():
-            return
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                for path in sorted(self.cgroup.glob("**/"), key=lambda p: len(p.parts),
-                                   reverse=True):
-                    if path.is_dir():
-                        path.rmdir()
-                return
-            except OSError:
-                # EBUSY while the last processes of a cgroup are still being reaped.
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
 
     def console_output(self):
         if self._console is None:
@@ -233,7 +216,9 @@ class SystemdNamespace:
         return self.run(["systemctl", *args], timeout=timeout, check=check)
 
     def journal(self, unit=None):
-        """The journal text (of one unit, or all of it), flushed first."""
+        """The journal text of one unit, or all of it."""
+        # --sync: everything logged before this call is in what we read.
+        self.run(["journalctl", "--sync"], check=False)
         argv = ["journalctl", "--no-pager", "-o", "short-monotonic"]
         if unit:
             argv += ["-u", unit]
@@ -250,25 +235,70 @@ class SystemdNamespace:
 
     def cgroup_processes(self):
         """Host pids of every process in the namespace's cgroup tree."""
-        pids = []
-        for procs in self.cgroup.glob("**/cgroup.procs"):
-            try:
-                pids += [int(p) for p in procs.read_text().split()]
-            except OSError:
-                pass
-        return pids
-
+        return processes_in(self.cgroup)
 
     def unit_processes(self, unit, slice_="system.slice"):
         """Host pids of every process in one unit's cgroup (empty once it is gone)."""
-        unit_cgroup = self.cgroup / slice_ / unit
-        pids = []
-        for procs in unit_cgroup.glob("**/cgroup.procs"):
-            try:
-                pids += [int(p) for p in procs.read_text().split()]
-            except OSError:
-                pass
-        return pids
+        return processes_in(self.cgroup / slice_ / unit)
+
+
+def processes_in(cgroup):
+    """Pids of every process in a cgroup tree (none if it does not exist)."""
+    pids = []
+    for procs in Path(cgroup).glob("**/cgroup.procs"):
+        try:
+            pids += [int(p) for p in procs.read_text().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def running(pid):
+    """Whether pid is a live process (an unreaped zombie holds nothing but its pid)."""
+    try:
+        stat = Path("/proc/%d/stat" % pid).read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def remove_cgroup_tree(cgroup, timeout):
+    """rmdir a cgroup and its children, deepest first, once their processes are gone."""
+    if not cgroup.exists():
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            for path in sorted(cgroup.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+                if path.is_dir():
+                    path.rmdir()
+            return
+        except OSError:
+            # EBUSY while the last processes of a cgroup are still being reaped.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def remove_orphaned_namespaces():
+    """Kill and remove namespaces left by test runs that died without cleaning up.
+
+    Their cgroups are named after the pid of the test process; when that process is
+    gone, nothing will ever power them off. Returns the cgroups removed.
+    """
+    removed = []
+    for cgroup in CGROUP_PARENT.glob("pyboss-test-*-*"):
+        owner = cgroup.name.split("-")[2]
+        if not owner.isdigit() or running(int(owner)):
+            continue
+        try:
+            (cgroup / "cgroup.kill").write_text("1")
+        except OSError:
+            for pid in processes_in(cgroup):
+                _kill(pid)
+        remove_cgroup_tree(cgroup, timeout=10)
+        removed.append(cgroup)
+    return removed
 
 
 def _kill(pid):
@@ -375,6 +405,7 @@ def systemd_ns():
     reason = missing_requirements()
     if reason:
         pytest.skip("real systemd unavailable: " + reason)
+    remove_orphaned_namespaces()
     made = []
 
     def make(units_dir, overlay_usr=None, boot_timeout=30.0):

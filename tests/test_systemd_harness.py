@@ -1,9 +1,14 @@
 """The test harness boots a real systemd whose socket activation and fd store behave as on a host."""
 
 import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
-from systemd_harness import SystemdNamespace, python_executable, systemd_254, systemd_ns  # noqa: F401 (fixtures)
+from systemd_harness import (  # noqa: F401 (fixtures)
+    SystemdNamespace, processes_in, python_executable, remove_orphaned_namespaces, running,
+    systemd_254, systemd_ns)
 
 # A stdlib service: serves HTTP on the socket systemd hands it, or binds one itself and
 # pushes it into the fd store. Each response says where the socket came from and its inode.
@@ -113,7 +118,7 @@ def test_shutdown_leaves_no_process_and_no_cgroup(tmp_path):
         cgroup = ns.cgroup
         assert len(pids) >= 3  # unshare, systemd, journald, the service
     assert not cgroup.exists()
-    assert not [pid for pid in pids if os.path.exists("/proc/%d" % pid)]
+    assert not [pid for pid in pids if running(pid)]
 
 
 def test_shutdown_kills_a_namespace_stuck_in_poweroff(tmp_path):
@@ -131,10 +136,27 @@ def test_shutdown_kills_a_namespace_stuck_in_poweroff(tmp_path):
         # harness must not: it SIGKILLs PID 1 and still cleans up.
         ns.shutdown(timeout=0.5)
     assert not ns.cgroup.exists()
-    assert not [pid for pid in pids if os.path.exists("/proc/%d" % pid)]
+    assert not [pid for pid in pids if running(pid)]
 
 
 def test_systemd_254_overlay_runs_the_newer_systemd(systemd_ns, systemd_254, tmp_path):
     ns = systemd_ns(write_units(tmp_path / "units", {}), overlay_usr=systemd_254)
     assert ns.systemctl("--version").stdout.startswith("systemd 254")
     assert ns.run(["cat", "/proc/1/comm"]).stdout.strip() == "systemd"
+
+
+def test_namespaces_of_a_killed_test_run_are_removed_by_the_next(tmp_path):
+    units = write_units(tmp_path / "units", {})
+    booter = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from systemd_harness import SystemdNamespace\n"
+         "ns = SystemdNamespace(sys.argv[1]); ns.boot(); print(ns.cgroup, flush=True)\n"
+         "time.sleep(600)", str(units)],
+        cwd=os.path.dirname(__file__), stdout=subprocess.PIPE, text=True)
+    cgroup = Path(booter.stdout.readline().strip())
+    left = processes_in(cgroup)
+    assert left, "the booted namespace should have processes"
+    booter.kill()
+    booter.wait()
+    assert cgroup in remove_orphaned_namespaces()
+    assert not cgroup.exists()
+    assert not [pid for pid in left if running(pid)]
