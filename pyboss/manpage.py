@@ -20,6 +20,9 @@ from pathlib import Path
 import click
 
 
+SYSTEMD_PAGES = ("systemd.socket(5)", "systemd.service(5)", "sd_notify(3)")
+
+
 def escape(text):
     """Make plain text safe inside a roff line: backslashes, hyphens, quotes."""
     text = text.replace("\\", "\\e").replace("-", "\\-")
@@ -113,8 +116,10 @@ def render(command, path, version, parent_ctx=None):
             see_also.append(page_name + "-" + name)
     elif len(path) > 1:
         see_also.append("-".join(path[:-1]))
-    if see_also:
-        sections += [".SH SEE ALSO", ",\n".join("\\fB%s\\fR(1)" % escape(n) for n in see_also)]
+    # pyboss lives under systemd: its unit and protocol pages belong on every page.
+    references = ["%s(1)" % name for name in see_also] + list(SYSTEMD_PAGES)
+    sections += [".SH SEE ALSO", ",\n".join(
+        "\\fB%s\\fR(%s)" % (escape(ref[:-3]), ref[-2]) for ref in references)]
     return "\n".join(sections) + "\n"
 
 
