@@ -139,6 +139,7 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
         raise UserError("no COMMAND given: put the program to run after '--', e.g. "
                         "pyboss exec --listen :8080 -- myapp")
     name = checked_name(name)
+    check_executable(command[0])
     if ready_after is not None and ready_after >= ready_timeout:
         raise UserError("--ready-after %g must be shorter than --ready-timeout %g"
                         % (ready_after, ready_timeout))
@@ -177,6 +178,21 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     if supervisor.fatal and code == 2:
         raise UserError(supervisor.fatal)
     return code
+
+
+def check_executable(program):
+    """Refuse a COMMAND that cannot run before binding anything (exec reports it again
+    on every later spawn, when a new build may have broken it)."""
+    if "/" in program:
+        candidates = [program]
+    else:
+        candidates = [os.path.join(d or ".", program)
+                      for d in os.environ.get("PATH", os.defpath).split(os.pathsep)]
+    found = [c for c in candidates if os.path.isfile(c)]
+    if not found:
+        raise UserError("cannot execute %s: No such file or directory" % program)
+    if not any(os.access(c, os.X_OK) for c in found):
+        raise UserError("cannot execute %s: Permission denied" % program)
 
 
 def open_notify_socket(directory):

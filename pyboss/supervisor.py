@@ -177,10 +177,10 @@ class Supervisor(EventLoop):
             self.start_followup()
             return
         self.failures += 1
-        self.log("start-failed", reason, level="error", generation=gen.number, pid=gen.pid)
         self.answer({"ok": False, "error": reason})
         if gen.exec_failed and self.number == 1:
-            return self.die(2, reason)
+            return self.die(2, reason)      # bad input: the command line reports it
+        self.log("start-failed", reason, level="error", generation=gen.number, pid=gen.pid)
         if self.failures >= self.settings.crash_limit:
             return self.die(1, "giving up: %s failed %d times in a row without becoming ready "
                             "(last: %s)" % (self.settings.argv[0], self.failures, reason))
@@ -326,7 +326,8 @@ class Supervisor(EventLoop):
 
     def die(self, code, message):
         self.exit_code, self.fatal = code, message
-        self.log("fatal", message, level="error")
+        if code != 2:
+            self.log("fatal", message, level="error")
         self.stop()
 
     def shutdown(self):

@@ -84,9 +84,22 @@ def test_exec_failure_is_one_line_at_once_not_a_readiness_timeout(tmp_path):
                                       "--", missing], capture_output=True, text=True,
                             timeout=TIMEOUT)
     assert result.returncode == 2
-    errors = [l for l in result.stderr.splitlines() if "event=" not in l]
-    assert errors == ["pyboss exec: cannot execute %s: No such file or directory" % missing]
+    assert result.stderr.splitlines() == [
+        "pyboss exec: cannot execute %s: No such file or directory" % missing]
     assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_command_that_is_not_executable_is_one_line_and_leaves_nothing(tmp_path):
+    script = tmp_path / "app"
+    script.write_text("#!/bin/sh\n")
+    result = subprocess.run(PYBOSS + ["exec", "--control", str(tmp_path / "run" / "c.sock"),
+                                      "--listen", "unix:%s" % (tmp_path / "s.sock"),
+                                      "--", str(script)], capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["pyboss exec: cannot execute %s: Permission denied"
+                                          % script]
+    assert sorted(os.listdir(tmp_path)) == ["app"]
 
 
 def test_stop_leaves_no_process_socket_file_or_control_socket(tmp_path, app):
@@ -191,3 +204,16 @@ def test_no_zombies_and_no_fd_leak_across_a_thousand_reloads(start_pyboss, tmp_p
     assert children(boss.pid) == [(boss.serving()["pid"], "S")]
     assert len(open_fds(boss.pid)) == len(fds_before), (fds_before, open_fds(boss.pid))
     assert boss.serving()["number"] == 1021
+
+
+def test_exec_failure_at_spawn_time_ends_pyboss_with_one_error_line(tmp_path):
+    script = tmp_path / "app"
+    script.write_text("#!/no/such/interpreter\n")       # executable, yet execve fails
+    script.chmod(0o755)
+    result = subprocess.run(PYBOSS + ["exec", "--quiet", "--control", str(tmp_path / "c.sock"),
+                                      "--ready-timeout", "600", "--", str(script)],
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "pyboss exec: cannot execute %s: No such file or directory" % script]
+    assert sorted(os.listdir(tmp_path)) == ["app"]
