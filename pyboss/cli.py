@@ -11,21 +11,14 @@ import time
 import click
 
 from . import __version__, sd
+from .errors import UserError
 from .control import ControlError, ControlServer, control_path, request
 from .listeners import ListenError, ListenerSet, parse_spec
 from .log import EventLog
 from .supervisor import Settings, Supervisor
+from .unitgen import check_command, units_command
 
 _NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
-
-
-class UserError(click.ClickException):
-    """Bad input: one line on stderr, exit status 2, nothing left behind."""
-    exit_code = 2
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.ctx = click.get_current_context(silent=True)
 
 
 class SignalType(click.ParamType):
@@ -285,8 +278,8 @@ def status_command(name, control, as_json):
     return 0
 
 
-from .unitgen import check_command, units_command  # noqa: E402
-cli.add_command(units_command), cli.add_command(check_command)
+cli.add_command(units_command)
+cli.add_command(check_command)
 
 
 def main(argv=None):
