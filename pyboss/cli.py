@@ -14,8 +14,8 @@ from . import __version__, sd
 from .errors import UserError
 from .control import ControlError, ControlServer, control_path, request
 from .listeners import ListenError, ListenerSet, parse_spec
-from .log import EventLog
-from .supervisor import Settings, Supervisor
+from .supervise import hand_off
+from .supervisor import Settings
 from .unitgen import check_command, units_command
 
 _NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
@@ -165,12 +165,8 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
             cleanup.callback(notify.close)
         except (ListenError, ControlError) as e:
             raise UserError(str(e))
-        supervisor = Supervisor(settings, listeners, server, notify, EventLog(name, quiet))
         cleanup.pop_all()   # from here the supervisor owns and removes them
-    code = supervisor.run()
-    if supervisor.fatal and code == 2:
-        raise UserError(supervisor.fatal)
-    return code
+    return hand_off(settings, listeners, server, notify, quiet)
 
 
 def check_executable(program):
