@@ -11,21 +11,14 @@ import time
 import click
 
 from . import __version__, sd
+from .errors import UserError
 from .control import ControlError, ControlServer, control_path, request
 from .listeners import ListenError, ListenerSet, parse_spec
-from .log import EventLog
-from .supervisor import Settings, Supervisor
+from .supervise import hand_off
+from .supervisor import Settings
+from .unitgen import check_command, units_command
 
 _NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
-
-
-class UserError(click.ClickException):
-    """Bad input: one line on stderr, exit status 2, nothing left behind."""
-    exit_code = 2
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.ctx = click.get_current_context(silent=True)
 
 
 class SignalType(click.ParamType):
@@ -139,6 +132,7 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
         raise UserError("no COMMAND given: put the program to run after '--', e.g. "
                         "pyboss exec --listen :8080 -- myapp")
     name = checked_name(name)
+    check_executable(command[0])
     if ready_after is not None and ready_after >= ready_timeout:
         raise UserError("--ready-after %g must be shorter than --ready-timeout %g"
                         % (ready_after, ready_timeout))
@@ -171,12 +165,23 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
             cleanup.callback(notify.close)
         except (ListenError, ControlError) as e:
             raise UserError(str(e))
-        supervisor = Supervisor(settings, listeners, server, notify, EventLog(name, quiet))
         cleanup.pop_all()   # from here the supervisor owns and removes them
-    code = supervisor.run()
-    if supervisor.fatal and code == 2:
-        raise UserError(supervisor.fatal)
-    return code
+    return hand_off(settings, listeners, server, notify, quiet)
+
+
+def check_executable(program):
+    """Refuse a COMMAND that cannot run before binding anything (exec reports it again
+    on every later spawn, when a new build may have broken it)."""
+    if "/" in program:
+        candidates = [program]
+    else:
+        candidates = [os.path.join(d or ".", program)
+                      for d in os.environ.get("PATH", os.defpath).split(os.pathsep)]
+    found = [c for c in candidates if os.path.isfile(c)]
+    if not found:
+        raise UserError("cannot execute %s: No such file or directory" % program)
+    if not any(os.access(c, os.X_OK) for c in found):
+        raise UserError("cannot execute %s: Permission denied" % program)
 
 
 def open_notify_socket(directory):
@@ -267,6 +272,10 @@ def status_command(name, control, as_json):
             time.strftime("%H:%M:%S", time.localtime(r["requested"])),
             ": " + r["reason"] if r["reason"] else ""))
     return 0
+
+
+cli.add_command(units_command)
+cli.add_command(check_command)
 
 
 def main(argv=None):

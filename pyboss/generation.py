@@ -85,6 +85,7 @@ class Generation:
         self.exit_reason = None
         self.deadline_timer = None    # the supervisor's pending timeout for this generation
         self.exec_failed = False
+        self.failure = None           # why it never became ready, when pyboss knows better
         self.status_text = None       # the app's own STATUS=
 
     @classmethod

@@ -23,11 +23,13 @@ def _address(path):
     return "\0" + path[1:] if path.startswith("@") else path
 
 
-def notify(message, fds=(), socket_path=None):
+def notify(message, fds=(), socket_path=None, block=True):
     """Send one notify datagram ("READY=1\\nSTATUS=..."), with fds if given.
 
     Returns False when there is nobody to tell (NOTIFY_SOCKET unset), so
-    callers never need to check the environment themselves.
+    callers never need to check the environment themselves. With block=False
+    a receiver whose queue is full raises BlockingIOError instead of stalling
+    the sender (a supervisor must never hang on its manager).
     """
     path = socket_path or os.environ.get("NOTIFY_SOCKET")
     if not path:
@@ -39,7 +41,7 @@ def notify(message, fds=(), socket_path=None):
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         # sendmsg with an address: socket.send_fds() drops it on unconnected sockets.
-        sock.sendmsg([message], ancillary, 0, _address(path))
+        sock.sendmsg([message], ancillary, 0 if block else socket.MSG_DONTWAIT, _address(path))
     return True
 
 

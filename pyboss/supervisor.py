@@ -107,7 +107,7 @@ class Supervisor(EventLoop):
         error = gen.read_exec_result()
         if error is not None:
             gen.exec_failed = True
-            gen.exit_reason = "cannot execute %s: %s" % (self.settings.argv[0], error)
+            gen.failure = "cannot execute %s: %s" % (self.settings.argv[0], error)
             return          # the exit (status 127) follows at once and is handled there
         if self.settings.ready_after is not None and gen is self.pending:
             gen.deadline_timer.cancel()
@@ -120,7 +120,7 @@ class Supervisor(EventLoop):
     def on_ready_timeout(self, gen):
         if gen is self.pending:
             what = "ready (READY=1)" if self.settings.ready_after is None else "alive long enough"
-            gen.exit_reason = "%s not %s within %gs" % (gen, what, self.settings.ready_timeout)
+            gen.failure = "%s not %s within %gs" % (gen, what, self.settings.ready_timeout)
             self.pending_failed(gen)
 
     def owner_of(self, pid):
@@ -163,7 +163,7 @@ class Supervisor(EventLoop):
     def pending_failed(self, gen):
         gen.deadline_timer.cancel()
         self.pending = None
-        reason = gen.exit_reason or "%s failed" % gen
+        reason = gen.failure or "%s %s" % (gen, gen.exit_reason)
         if gen.alive:
             self.retire(gen, signal.SIGKILL, 0)
         if self.stopping:
@@ -177,10 +177,10 @@ class Supervisor(EventLoop):
             self.start_followup()
             return
         self.failures += 1
-        self.log("start-failed", reason, level="error", generation=gen.number, pid=gen.pid)
         self.answer({"ok": False, "error": reason})
         if gen.exec_failed and self.number == 1:
-            return self.die(2, reason)
+            return self.die(2, reason)      # bad input: the command line reports it
+        self.log("start-failed", reason, level="error", generation=gen.number, pid=gen.pid)
         if self.failures >= self.settings.crash_limit:
             return self.die(1, "giving up: %s failed %d times in a row without becoming ready "
                             "(last: %s)" % (self.settings.argv[0], self.failures, reason))
@@ -244,12 +244,18 @@ class Supervisor(EventLoop):
         self.respawn_timer = self.call_later(delay, lambda: self.spawn("start"))
 
     def request_reload(self, waiter=None):
+        self.reload_for([waiter] if waiter is not None else [])
+
+    def reload_for(self, waiters):
+        """One reload on behalf of all these callers (an empty list: a SIGHUP)."""
         if self.stopping:
-            return waiter and waiter.reply({"ok": False, "error": STOPPING_MESSAGE})
-        if self.pending is not None or (self.current is None and self.respawn_timer is None):
-            self.followup = (self.followup or []) + [waiter]
+            for waiter in waiters:
+                waiter.reply({"ok": False, "error": STOPPING_MESSAGE})
             return
-        self.waiters.append(waiter)
+        if self.pending is not None or (self.current is None and self.respawn_timer is None):
+            self.followup = (self.followup or []) + waiters
+            return
+        self.waiters.extend(waiters)
         self.reload_requested_at = (time.time(), time.monotonic())
         if self.current is None:        # waiting out a backoff: try again right away
             self.respawn_timer.cancel()
@@ -261,14 +267,12 @@ class Supervisor(EventLoop):
     def start_followup(self):
         waiters, self.followup = self.followup, None
         if waiters is not None:
-            for waiter in waiters:
-                self.request_reload(waiter)
+            self.reload_for(waiters)
 
     def answer(self, reply):
         waiters, self.waiters = self.waiters, []
         for waiter in waiters:
-            if waiter is not None:
-                waiter.reply(reply)
+            waiter.reply(reply)
 
     def record_reload(self, gen, outcome, reason):
         requested, started = self.reload_requested_at or (gen.started, gen.started_mono)
@@ -304,8 +308,7 @@ class Supervisor(EventLoop):
         failure = {"ok": False, "error": STOPPING_MESSAGE}
         self.answer(failure)
         for waiter in self.followup or []:
-            if waiter is not None:
-                waiter.reply(failure)
+            waiter.reply(failure)
         self.followup = None
         for gen in self.generations():
             if gen.state != DRAINING or self.settings.drain_signal != self.settings.stop_signal:
@@ -323,7 +326,8 @@ class Supervisor(EventLoop):
 
     def die(self, code, message):
         self.exit_code, self.fatal = code, message
-        self.log("fatal", message, level="error")
+        if code != 2:
+            self.log("fatal", message, level="error")
         self.stop()
 
     def shutdown(self):

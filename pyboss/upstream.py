@@ -18,9 +18,9 @@ class Upstream:
     def send(self, *lines):
         if self.socket_path:
             try:
-                sd.notify("\n".join(lines), socket_path=self.socket_path)
+                sd.notify("\n".join(lines), socket_path=self.socket_path, block=False)
             except OSError:
-                pass    # the manager went away; serving goes on
+                pass    # the manager is gone or not reading; serving goes on
 
     def ready(self, status):
         self.ready_sent = True

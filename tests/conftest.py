@@ -1,0 +1,24 @@
+import pytest
+
+from pyboss_testing import Pyboss, write_app
+
+
+@pytest.fixture
+def start_pyboss(tmp_path):
+    """start_pyboss(command, *options, **kw) -> a running Pyboss, stopped after the test."""
+    started = []
+
+    def start(command, *options, **kw):
+        boss = Pyboss(tmp_path, command, *options, **kw)
+        started.append(boss)
+        return boss
+
+    yield start
+    for boss in started:
+        boss.close()
+
+
+@pytest.fixture
+def app(tmp_path):
+    """(launcher path, flags file) of the demo app; rewrite flags to change the next build."""
+    return write_app(str(tmp_path))

@@ -1,0 +1,219 @@
+"""Real pyboss processes, a real load client, and /proc inspection for the tests."""
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+PYTHON = sys.executable
+PYBOSS = [PYTHON, "-m", "pyboss"]
+TIMEOUT = 60     # generous: the machines are shared and noisy
+
+
+def wait_until(predicate, timeout=TIMEOUT, what="condition"):
+    """Poll for a state that no event announces (e.g. a process gone from /proc)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(0.02)
+
+
+def write_app(directory, flags=""):
+    """A launcher whose next 'build' the test changes by rewriting flags."""
+    flags_file = os.path.join(directory, "flags")
+    with open(flags_file, "w") as f:
+        f.write(flags)
+    app = os.path.join(directory, "app")
+    with open(app, "w") as f:
+        f.write("#!/bin/sh\nexec %s -m pyboss.demo $(cat %s) \"$@\"\n" % (PYTHON, flags_file))
+    os.chmod(app, 0o755)
+    return app, flags_file
+
+
+class Notifications:
+    """A NOTIFY_SOCKET for pyboss itself, so tests await READY=1 instead of sleeping."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, "upstream.notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages = []
+
+    def wait_for(self, field, timeout=TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, message in enumerate(self.messages):
+                if field in message.split("\n"):
+                    del self.messages[:i + 1]
+                    return message
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                raise AssertionError("pyboss did not send %s within %ss" % (field, timeout))
+            self.messages.append(self.sock.recv(4096).decode())
+
+    def close(self):
+        self.sock.close()
+
+
+class Pyboss:
+    """One `pyboss exec` under test, with its control socket in a temp dir."""
+
+    def __init__(self, tmp_path, command, *options, listen=("127.0.0.1:0",), env=None,
+                 wait_ready=True, name="t"):
+        self.dir = str(tmp_path)
+        self.control = os.path.join(self.dir, name + ".sock")
+        self.upstream = Notifications(self.dir)
+        args = PYBOSS + ["exec", "--control", self.control]
+        for spec in listen:
+            args += ["--listen", spec]
+        args += list(options) + ["--"] + list(command)
+        full_env = dict(os.environ, NOTIFY_SOCKET=self.upstream.path, **(env or {}))
+        self.log_path = os.path.join(self.dir, name + ".log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+        if wait_ready:
+            self.upstream.wait_for("READY=1")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def cli(self, *args, timeout=TIMEOUT):
+        return subprocess.run(PYBOSS + list(args) + ["--control", self.control],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def status(self):
+        result = self.cli("status", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def address(self, index=0):
+        addr = self.status()["listeners"][index]["address"]
+        host, _, port = addr.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def serving(self, status=None):
+        """The serving generation, or None between a crash and the respawn."""
+        found = [g for g in (status or self.status())["generations"] if g["state"] == "serving"]
+        return found[0] if found else None
+
+    def reload(self, timeout=TIMEOUT):
+        return self.cli("reload", "--wait", timeout=timeout)
+
+    def stop(self):
+        result = self.cli("stop")
+        self.proc.wait(TIMEOUT)
+        return result
+
+    def output(self):
+        self.log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        self.upstream.close()
+
+
+def http_get(address, path="/", timeout=10):
+    """One request on a fresh connection; returns the parsed JSON body or raises."""
+    with socket.create_connection(address, timeout=timeout) as conn:
+        conn.sendall(b"GET " + path.encode() + b" HTTP/1.0\r\nHost: t\r\n\r\n")
+        data = b""
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.0 200"):
+        raise ValueError("bad reply: %r" % data[:200])
+    return json.loads(body)
+
+
+class Load:
+    """Client threads, a fresh connection per request, every failure counted."""
+
+    def __init__(self, address, threads=6, path="/"):
+        self.address, self.path = address, path
+        self.results = []            # (start time, latency, generation or None, error or None)
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+
+    def run(self):
+        while not self.done.is_set():
+            start = time.monotonic()
+            try:
+                reply, error = http_get(self.address, self.path), None
+            except Exception as e:  # noqa: BLE001 - every kind of failure is a finding
+                reply, error = None, "%s: %s" % (type(e).__name__, e)
+            with self.lock:
+                self.results.append((start, time.monotonic() - start,
+                                     reply and reply["generation"], error))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        wait_until(lambda: len(self.results) >= 10, what="the load to get going")
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        for t in self.threads:
+            t.join(TIMEOUT)
+
+    @property
+    def errors(self):
+        return [r[3] for r in self.results if r[3]]
+
+    @property
+    def worst_latency(self):
+        return max(r[1] for r in self.results)
+
+    def generations(self):
+        return {r[2] for r in self.results if r[2] is not None}
+
+
+def children(pid):
+    """(pid, state) of every live child of pid, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append((int(entry), fields[0].decode()))
+    return found
+
+
+def open_fds(pid):
+    return sorted(int(fd) for fd in os.listdir("/proc/%d/fd" % pid))
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open("/proc/%d/stat" % pid, "rb") as f:
+        return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"

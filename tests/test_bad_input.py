@@ -1,0 +1,105 @@
+"""Bad input: one line naming the problem and the fix, exit status 2, nothing left behind."""
+import os
+import socket
+import subprocess
+
+import pytest
+
+from pyboss_testing import PYBOSS, TIMEOUT
+
+
+def run_exec(tmp_path, *args, user=None):
+    prefix = ["setpriv", "--reuid=%s" % user, "--regid=nogroup", "--clear-groups"] if user else []
+    control = tmp_path / "run" / "c.sock"
+    return subprocess.run(prefix + PYBOSS + ["exec", "--control", str(control)] + list(args),
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          env=dict(os.environ, HOME="/"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--listen", "tcp:/x", "--", "true"], "cannot parse listen spec 'tcp:/x': use PORT, "
+     "HOST:PORT, [V6]:PORT, tcp://HOST:PORT, udp://HOST:PORT, unix:/PATH or unix:@NAME"),
+    (["--listen", "99999", "--", "true"], "invalid port '99999' in '99999': use a number from 0 to 65535"),
+    (["--listen", "127.0.0.1:8080"], "no COMMAND given: put the program to run after '--', "
+     "e.g. pyboss exec --listen :8080 -- myapp"),
+    (["--bogus", "--", "true"], "--bogus"),   # click's wording varies by version
+    (["--drain-signal", "FOO", "--", "true"], "Invalid value for '--drain-signal': unknown "
+     "signal 'FOO': use a name like TERM, INT, QUIT, HUP or a number (see 'pyboss exec --help')"),
+    (["--ready-after", "5", "--ready-timeout", "2", "--", "true"],
+     "--ready-after 5 must be shorter than --ready-timeout 2"),
+    (["--listen", "a=:0", "--listen", "a=:0", "--", "true"], "listener name 'a' given twice: names must be unique"),
+    (["--socket-mode", "rw", "--", "true"], "invalid --socket-mode 'rw': give an octal mode like 0660"),
+    (["--name", "../x", "--", "true"], "invalid --name '../x': use up to 64 letters, digits, "
+     "'_', '-', '.', '@', not starting with '.'"),
+])
+def test_bad_exec_arguments_give_one_line_and_exit_2(tmp_path, args, message):
+    result = run_exec(tmp_path, *args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("pyboss exec: ")
+    assert message in lines[0], lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_address_in_use_is_one_line_and_leaves_nothing(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_exec(tmp_path, "--listen", "unix:%s" % (tmp_path / "a.sock"),
+                          "--listen", "127.0.0.1:%d" % port, "--", "true")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "pyboss exec: cannot listen on tcp://127.0.0.1:%d: Address already in use (another "
+        "process is listening there; stop it or choose another port)" % port]
+    # The unix socket bound before the failure was removed again.
+    assert os.listdir(tmp_path) == []
+
+
+def test_permission_denied_is_one_line(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    result = run_exec(tmp_path, "--control", "/tmp/pyboss-test-nobody-%d.sock" % os.getpid(),
+                      "--listen", "80", "--", "true", user="nobody")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "pyboss exec: cannot listen on tcp://:80: Permission denied (ports below 1024 need root "
+        "or CAP_NET_BIND_SERVICE; for a path, check the directory's permissions)"]
+    assert not os.path.exists("/tmp/pyboss-test-nobody-%d.sock" % os.getpid())
+
+
+def test_unix_path_that_is_not_a_socket_is_refused_and_kept(tmp_path):
+    precious = tmp_path / "data"
+    precious.write_text("keep me")
+    result = run_exec(tmp_path, "--listen", "unix:%s" % precious, "--", "true")
+    assert result.returncode == 2
+    assert "the path exists and is not a socket; remove it or choose another path" in result.stderr
+    assert precious.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("command", ["reload", "stop", "status"])
+def test_control_commands_without_a_running_pyboss_say_so(tmp_path, command):
+    result = subprocess.run(PYBOSS + [command, "--control", str(tmp_path / "none.sock")],
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "pyboss: no pyboss is running with control socket %s (start it with 'pyboss exec', "
+        "or pass the right --name/--control)" % (tmp_path / "none.sock")]
+
+
+def test_unknown_subcommand_is_one_line():
+    result = subprocess.run(PYBOSS + ["relaod"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert "No such command 'relaod'" in result.stderr
+
+
+def test_help_reads_like_a_man_page():
+    result = subprocess.run(PYBOSS + ["exec", "--help"], capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 0
+    for option in ("--listen", "--ready-after", "--ready-timeout", "--drain-signal",
+                   "--drain-timeout", "--stop-signal", "--stop-timeout", "--socket-mode"):
+        assert option in result.stdout
+    assert "LISTEN_FDS" in result.stdout and "Exit status" in result.stdout

@@ -1,0 +1,63 @@
+"""The shipped templates in units/ work under a real systemd, as installed."""
+import json
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+from systemd_harness import systemd_ns  # noqa: F401 (fixture)
+
+UNITS = Path(__file__).resolve().parent.parent / "units"
+
+# This host's python lives under /root (mode 0700): a dynamic user could not run it.
+# (`pyboss units` notices that by itself; the templates assume a system-wide install.)
+HOST_DROP_IN = "[Service]\nDynamicUser=no\nProtectHome=read-only\n"
+
+
+def installed(tmp_path):
+    """units/ as an admin would install them, plus /usr/bin/pyboss and /usr/bin/myapp."""
+    units = tmp_path / "units"
+    shutil.copytree(UNITS, units)
+    for unit in ("myapp.service", "pyboss@demo.service"):
+        (units / (unit + ".d")).mkdir()
+        (units / (unit + ".d") / "host.conf").write_text(HOST_DROP_IN)
+    (tmp_path / "demo.conf").write_text(
+        "PYBOSS_OPTIONS=--ready-timeout 20\nAPP_COMMAND=/usr/bin/myapp\n")
+    (units / "pyboss@demo.service.d" / "env.conf").write_text(
+        "[Service]\nEnvironmentFile=\nEnvironmentFile=%s\n" % (tmp_path / "demo.conf"))
+    bin_dir = tmp_path / "usr-tree" / "usr" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name, module in (("pyboss", "pyboss"), ("myapp", "pyboss.demo")):
+        (bin_dir / name).write_text(textwrap.dedent("""\
+            #!/bin/sh
+            exec %s -m %s "$@"
+            """ % (sys.executable, module)))
+        (bin_dir / name).chmod(0o755)
+    return units, tmp_path / "usr-tree"
+
+
+def test_templates_serve_and_reload_under_systemd(systemd_ns, tmp_path):
+    units, usr_tree = installed(tmp_path)
+    ns = systemd_ns(units, overlay_usr=usr_tree)
+
+    def get(*where):
+        return json.loads(ns.run(["curl", "-sS", "--max-time", "10", *where]).stdout)
+
+    ns.systemctl("start", "myapp.socket", "pyboss@demo.socket")
+    assert get("http://127.0.0.1:8080/")["generation"] == 1
+    assert get("--unix-socket", "/run/demo.sock", "http://demo/")["generation"] == 1
+
+    for unit in ("myapp.service", "pyboss@demo.service"):
+        ns.run(["timeout", "60", "systemctl", "reload", unit])
+    assert get("http://127.0.0.1:8080/")["generation"] == 2
+    assert get("--unix-socket", "/run/demo.sock", "http://demo/")["generation"] == 2
+    status = json.loads(ns.run(["pyboss", "status", "--json",
+                                "--control", "/run/pyboss/demo/demo.sock"]).stdout)
+    assert [(l["name"], l["origin"]) for l in status["listeners"]] == [("http", "inherited")]
+
+    instance_slice = "system.slice/system-pyboss.slice"
+    assert len(ns.unit_processes("myapp.service")) >= 2  # pyboss and its generation(s)
+    assert len(ns.unit_processes("pyboss@demo.service", slice_=instance_slice)) >= 2
+    ns.systemctl("stop", "myapp.service", "pyboss@demo.service")
+    assert ns.unit_processes("myapp.service") == []
+    assert ns.unit_processes("pyboss@demo.service", slice_=instance_slice) == []
