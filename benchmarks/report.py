@@ -10,8 +10,8 @@ TITLES = {
          "under load ({s2_seconds:g} s)",
     "3": "Scenario 3: a broken new build (the next generation exits 1 at start)",
     "4": "Scenario 4: idle for {s4_seconds:g} s, no traffic",
-    "5": "Scenario 5: throughput, closed loop, 4 client threads, median of {s5_rounds} "
-         "rounds x {s5_seconds:g} s",
+    "5": "Scenario 5: throughput, closed loop, 4 client threads; {s5_rounds} rounds, "
+         "each peer {s5_seconds:g} s right beside {s5_seconds:g} s of the app alone",
     "6": "Scenario 6: {s6_reloads} consecutive reloads under light load "
          "(gunicorn: {s6_gunicorn_reloads})",
 }
@@ -132,9 +132,13 @@ def idle_table(result):
 
 
 def throughput_table(result):
-    header = ["peer", "requests/s", "per round", "vs app alone", "errors", "p99 ms"]
-    lines = [[r["peer"], fmt(r["rps"], 0), " ".join(str(x) for x in r["rounds"]),
-              fmt(r["ratio"], 3), str(r["errors"]), fmt(r["p99_ms"])] for r in result["rows"]]
+    header = ["peer", "requests/s (median)", "vs app alone (median of pairs)",
+              "pairs' range", "server CPU µs per request", "errors", "p99 ms"]
+    lines = []
+    for r in result["rows"]:
+        spread = "–" if not r["ratio_range"] else "%.3f – %.3f" % tuple(r["ratio_range"])
+        lines.append([r["peer"], fmt(r["rps"], 0), fmt(r["ratio"], 3), spread,
+                      fmt(r["cpu_us_per_request"], 0), str(r["errors"]), fmt(r["p99_ms"])])
     return table(header, lines)
 
 
@@ -170,6 +174,8 @@ How to read this:
   gunicorn runs the same reply as a WSGI app (1 gthread worker, 4 threads).
 - Scenario 5 pins the load client's threads to half of the CPUs and every peer's
   processes to the other half, so that the rounds compare servers, not scheduling luck.
+  "server CPU per request" is the utime+stime of the supervisor and its app processes
+  over the requests served: it barely depends on what else the machine is doing.
 - Scenario 6: pyboss reloads through its control socket (the request `pyboss reload --wait`
   sends); start_server runs with `--interval=0` and each reload waits for the new worker's
   first reply (at the default 1 s this scenario would take 17 minutes); gunicorn does

@@ -17,7 +17,7 @@ FULL = {
     "s2_seconds": 12.0, "s2_every": 4.0, "s2_ready": 2.0,
     "s3_seconds": 7.0, "s3_answer_timeout": 5.0,
     "s4_seconds": 30.0,
-    "s5_seconds": 2.0, "s5_rounds": 5,
+    "s5_seconds": 0.75, "s5_rounds": 8,
     "s6_reloads": 1000,
     # gunicorn takes ~0.2 s per SIGHUP reload: 1000 of them would take 4 minutes alone.
     "s6_gunicorn_reloads": 100,
@@ -266,31 +266,58 @@ def split_cpus():
 
 
 def throughput_rows(peers, seconds, rounds, timeout):
+    """Each peer is measured back to back with the app alone, in alternating order, and
+    compared with it pair by pair: the machine's other work drifts slower than a pair."""
     client_cpus, server_cpus = split_cpus()
     if server_cpus:
         for peer in peers:
             procfs.pin_tree(peer.supervisor_pid or peer.process.pid, server_cpus)
+    baseline = next((peer for peer in peers if isinstance(peer, AppAlone)), None)
+    others = [peer for peer in peers if peer is not baseline]
     rates = {peer.name: [] for peer in peers}
     errors = {peer.name: 0 for peer in peers}
     latencies = {peer.name: [] for peer in peers}
+    ratios = {peer.name: [] for peer in peers}
+    cpu_per_request = {peer.name: [] for peer in peers}
+
+    def measure(peer):
+        members = {peer.supervisor_pid or peer.process.pid, *peer.app_pids()}
+        ticks_before = sum(procfs.cpu_ticks(pid) or 0 for pid in members)
+        samples = LoadClient(peer.port, threads=4, pause=0, duration=seconds,
+                             timeout=timeout, cpus=client_cpus).start().wait()
+        ticks = sum(procfs.cpu_ticks(pid) or 0 for pid in members) - ticks_before
+        figures = summarize(samples, seconds)
+        if samples:
+            # What the server side (supervisor and app) spent per request: unlike the
+            # rate, this hardly moves when other work on the machine takes CPU away.
+            cpu_per_request[peer.name].append(ticks / procfs.CLOCK_TICKS * 1e6 / len(samples))
+        rates[peer.name].append(figures["rps"])
+        errors[peer.name] += figures["errors"]
+        latencies[peer.name].append(figures["p99_ms"])
+        return figures["rps"]
+
     for round_number in range(rounds):
-        # Each round starts with a different peer: none is always first after a pause.
-        shift = round_number % len(peers)
-        for peer in peers[shift:] + peers[:shift]:
-            samples = LoadClient(peer.port, threads=4, pause=0, duration=seconds,
-                                 timeout=timeout, cpus=client_cpus).start().wait()
-            figures = summarize(samples, seconds)
-            rates[peer.name].append(figures["rps"])
-            errors[peer.name] += figures["errors"]
-            latencies[peer.name].append(figures["p99_ms"])
-    baseline = statistics.median(rates["app alone"]) if rates.get("app alone") else None
+        shift = round_number % max(1, len(others))
+        for peer in others[shift:] + others[:shift]:
+            if baseline is None:
+                measure(peer)
+                continue
+            if round_number % 2:
+                rate, alone = measure(peer), measure(baseline)
+            else:
+                alone, rate = measure(baseline), measure(peer)
+            ratios[peer.name].append(rate / alone if alone else None)
     rows = []
     for peer in peers:
-        rps = statistics.median(rates[peer.name])
-        rows.append({"peer": peer.name, "rps": rps, "rounds": [round(r) for r in rates[peer.name]],
-                     "errors": errors[peer.name],
+        paired = [r for r in ratios[peer.name] if r is not None]
+        rows.append({"peer": peer.name, "rps": statistics.median(rates[peer.name]),
+                     "measurements": len(rates[peer.name]), "errors": errors[peer.name],
                      "p99_ms": statistics.median(latencies[peer.name]),
-                     "ratio": rps / baseline if baseline else None})
+                     "ratio": 1.0 if peer is baseline else
+                     (statistics.median(paired) if paired else None),
+                     "ratio_range": [min(paired), max(paired)] if paired else None,
+                     "cpu_us_per_request": statistics.median(cpu_per_request[peer.name])
+                     if cpu_per_request[peer.name] else None})
     return {"rows": rows, "seconds": seconds, "rounds": rounds,
             "pinned": None if not server_cpus else {"client": sorted(client_cpus),
                                                     "server": sorted(server_cpus)}}
