@@ -261,4 +261,4 @@ def plot(result, path):
 
 
 def command_line():
-    return "python -m benchmarks.reload " + " ".join(sys.argv[1:])
+    return " ".join(["python -m benchmarks.reload"] + sys.argv[1:])
