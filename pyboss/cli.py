@@ -13,8 +13,10 @@ import click
 from . import __version__, sd
 from .control import ControlError, ControlServer, control_path, request
 from .listeners import ListenError, ListenerSet, parse_spec
+from .fdstore import FdStore
 from .log import EventLog
 from .supervisor import Settings, Supervisor
+from .upstream import Upstream
 
 _NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
 
@@ -161,18 +163,25 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     settings = Settings(list(command), name, ready_after, ready_timeout, drain_signal,
                         drain_timeout, stop_signal, stop_timeout, max_draining, crash_limit)
     path = control_path(name, control)
+    log, upstream = EventLog(name, quiet), Upstream()
+    store = FdStore(upstream, log)      # what an earlier pyboss of this unit left there
     with contextlib.ExitStack() as cleanup:
         try:
-            listeners = ListenerSet.open(specs, sd.listen_fds(unset=True),
-                                         backlog or 4096, mode)
+            inherited = store.split(sd.listen_fds(unset=True))
+            inherited += store.reusable(specs, inherited)
+            listeners = ListenerSet.open(specs, inherited, backlog or 4096, mode)
             cleanup.callback(listeners.close, True)
             server = ControlServer(path)
             cleanup.callback(server.close)
-            notify = open_notify_socket(os.path.dirname(path))
+            notify = store.notify_receiver(sd.NotifyReceiver) or \
+                open_notify_socket(os.path.dirname(path))
             cleanup.callback(notify.close)
         except (ListenError, ControlError) as e:
             raise UserError(str(e))
-        supervisor = Supervisor(settings, listeners, server, notify, EventLog(name, quiet))
+        store.adopt(listeners, specs)
+        store.drain(notify)
+        store.sync(listeners, notify)
+        supervisor = Supervisor(settings, listeners, server, notify, log, upstream)
         cleanup.pop_all()   # from here the supervisor owns and removes them
     code = supervisor.run()
     if supervisor.fatal and code == 2:
@@ -207,7 +216,7 @@ def open_notify_socket(directory):
 
 
 def ask(name, control, message):
-    path = control_path(checked_name(name), control)
+    path = control_path(checked_name(name), control, client=True)
     try:
         return request(path, message)
     except ControlError as e:

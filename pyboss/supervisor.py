@@ -15,6 +15,7 @@ from . import sd
 from .generation import DRAINING, Generation, is_descendant
 from .loop import EventLoop
 from .upstream import Upstream
+from .watchdog import Keepalive
 
 STOPPING_MESSAGE = "pyboss is stopping"
 
@@ -50,6 +51,7 @@ class Supervisor(EventLoop):
         self.notify = notify
         self.log = log
         self.upstream = upstream or Upstream()
+        self.keepalive = Keepalive(self)   # EXTEND_TIMEOUT_USEC=, WATCHDOG=1 to systemd
         self.current = None           # the serving generation
         self.pending = None           # the generation starting up, if any
         self.pending_purpose = None   # "start" | "reload"
@@ -75,6 +77,7 @@ class Supervisor(EventLoop):
         self.install_signals()
         try:
             self.spawn("start")
+            self.keepalive.start()
             self.run_forever()
         finally:
             self.restore_signals()
@@ -89,7 +92,7 @@ class Supervisor(EventLoop):
         self.respawn_timer = None
         self.number += 1
         env = sd.child_env(os.environ, self.listeners.names, self.notify.path,
-                           {"PYBOSS_GENERATION": str(self.number)})
+                           dict(self.keepalive.child_env(), PYBOSS_GENERATION=str(self.number)))
         try:
             gen = Generation.spawn(self.number, self.settings.argv, env, self.listeners.fds())
         except OSError as e:
@@ -140,6 +143,7 @@ class Supervisor(EventLoop):
                 continue
             if "STATUS" in fields:
                 gen.status_text = fields["STATUS"]
+            self.keepalive.on_notify(gen, fields)
             if fields.get("READY") == "1" and gen is self.pending and not self.stopping:
                 self.promote(gen)
 
