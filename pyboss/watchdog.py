@@ -1,8 +1,8 @@
 """What keeps systemd's timeouts truthful about the app pyboss runs.
 
-- EXTEND_TIMEOUT_USEC= while a generation is slow to become ready: systemd waits as long
-  as pyboss's own --ready-timeout (plus a margin) instead of failing the start at
-  TimeoutStartSec=, and never longer.
+- EXTEND_TIMEOUT_USEC= while a generation is slow to become ready (the first one, or one
+  started by a reload): systemd waits as long as pyboss's own --ready-timeout (plus a
+  margin) instead of failing the start or reload at TimeoutStartSec=, and never longer.
 - WATCHDOG=1 when systemd gave pyboss a watchdog (WatchdogSec=): only while the current
   generation is alive and, if the app itself sends WATCHDOG=1 to pyboss, only while it
   keeps doing so. The app is offered the same WATCHDOG_USEC (and its own WATCHDOG_PID).
@@ -52,26 +52,27 @@ class Keepalive:
             self.supervisor.upstream.send("WATCHDOG=trigger")
 
     def tick(self):
-        supervisor = self.supervisor
-        if supervisor.finished:
+        if self.supervisor.finished:
             return
-        starting = not supervisor.upstream.ready_sent and not supervisor.stopping
-        if starting:
-            self.extend_start_timeout()
+        self.extend_timeout()
         if self.usec:
             self.ping()
-            supervisor.call_later(min(EXTEND_EVERY, self.usec / 4e6), self.tick)
-        elif starting:
-            supervisor.call_later(EXTEND_EVERY, self.tick)
+        self.supervisor.call_later(min(EXTEND_EVERY, (self.usec or 1e9) / 4e6), self.tick)
 
-    def extend_start_timeout(self):
+    def extend_timeout(self):
+        """While systemd waits for pyboss (start, or a reload), let it wait as pyboss does."""
         supervisor, now = self.supervisor, time.monotonic()
-        if supervisor.pending is not None:
-            deadline = supervisor.pending.started_mono + supervisor.settings.ready_timeout
-        elif supervisor.respawn_timer is not None and not supervisor.respawn_timer.cancelled:
+        if supervisor.stopping:
+            return
+        starting = not supervisor.upstream.ready_sent
+        pending = supervisor.pending
+        if pending is not None and (starting or supervisor.pending_purpose == "reload"):
+            deadline = pending.started_mono + supervisor.settings.ready_timeout
+        elif starting and supervisor.respawn_timer is not None \
+                and not supervisor.respawn_timer.cancelled:
             deadline = supervisor.respawn_timer.when + supervisor.settings.ready_timeout
         else:
-            return
+            return      # systemd is not waiting (a respawn while serving is pyboss's business)
         usec = int((deadline - now + EXTEND_MARGIN) * 1e6)
         supervisor.upstream.send("EXTEND_TIMEOUT_USEC=%d" % max(usec, 1))
 

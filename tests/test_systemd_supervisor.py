@@ -102,6 +102,7 @@ def test_listener_bound_by_pyboss_survives_sigkill_through_the_fd_store(systemd_
     ns.systemctl("start", "demo.service")
     inode = listening_inode(ns, OWN_PORT)
     notify_socket = environ_of(app_processes(ns)[0])["NOTIFY_SOCKET"]
+    old_app = curl(ns, OWN_PORT)["pid"]
     with LoadInside(ns, port=OWN_PORT) as load:
         sigkill_pyboss_and_await_restart(ns)
     assert_no_failures(load)
@@ -112,6 +113,10 @@ def test_listener_bound_by_pyboss_survives_sigkill_through_the_fd_store(systemd_
     journal = ns.journal("demo.service")
     assert "listener http (tcp 127.0.0.1:%d) is back from the fd store" % OWN_PORT in journal
     assert "notify socket %s is back from the fd store" % notify_socket in journal
+    # The old app, SIGTERMed by systemd, said STOPPING=1 while no pyboss ran: the message
+    # waited in the stored socket; the new pyboss read it and refused its sender.
+    assert "dropped a notify message queued from pid %d before this pyboss started " \
+        "(STOPPING): not one of its generations" % old_app in journal
     status = ns.run([PYTHON, "-m", "pyboss", "status", "--json",
                      "--control", "/run/pyboss/demo/demo.sock"]).stdout
     assert '"origin": "bound"' in status
@@ -182,13 +187,15 @@ def test_journal_entries_carry_pyboss_fields(systemd_ns, tmp_path):
     assert ready[0]["PYBOSS_NAME"] == "demo"
 
 
-def test_slow_first_generation_extends_systemd_start_timeout(systemd_ns, tmp_path):
-    # TimeoutStartSec=2s, but the app needs 4s and pyboss's --ready-timeout is 20s.
-    units, _ = write_units(tmp_path, app_flags="--ready-delay 4",
+def test_slow_generation_extends_systemd_start_and_reload_timeout(systemd_ns, tmp_path):
+    # TimeoutStartSec=2s, but the app needs 3s and pyboss's --ready-timeout is 20s.
+    units, _ = write_units(tmp_path, app_flags="--ready-delay 3",
                            service_extra="TimeoutStartSec=2s\n")
     ns = systemd_ns(units)
     ns.systemctl("start", "demo.socket", "demo.service")
     assert curl(ns)["generation"] == 1
+    reload(ns)          # TimeoutStartSec= bounds a reload too
+    assert curl(ns)["generation"] == 2
     assert ns.systemctl("show", "-P", "NRestarts", "demo.service").stdout.strip() == "0"
     assert "timed out" not in ns.journal("demo.service")
 
