@@ -11,23 +11,17 @@ import time
 import click
 
 from . import __version__, sd
+from .errors import UserError
 from .control import ControlError, ControlServer, control_path, request
 from .listeners import ListenError, ListenerSet, parse_spec
 from .fdstore import FdStore
 from .log import EventLog
-from .supervisor import Settings, Supervisor
+from .supervise import hand_off
+from .supervisor import Settings
+from .unitgen import check_command, units_command
 from .upstream import Upstream
 
 _NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
-
-
-class UserError(click.ClickException):
-    """Bad input: one line on stderr, exit status 2, nothing left behind."""
-    exit_code = 2
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.ctx = click.get_current_context(silent=True)
 
 
 class SignalType(click.ParamType):
@@ -163,7 +157,8 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     settings = Settings(list(command), name, ready_after, ready_timeout, drain_signal,
                         drain_timeout, stop_signal, stop_timeout, max_draining, crash_limit)
     path = control_path(name, control)
-    log, upstream = EventLog(name, quiet), Upstream()
+    # A copy: the supervisor this process becomes reads NOTIFY_SOCKET from the environment.
+    log, upstream = EventLog(name, quiet), Upstream(dict(os.environ))
     store = FdStore(upstream, log)      # what an earlier pyboss of this unit left there
     with contextlib.ExitStack() as cleanup:
         try:
@@ -181,12 +176,8 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
         store.adopt(listeners, specs)
         store.drain(notify)
         store.sync(listeners, notify)
-        supervisor = Supervisor(settings, listeners, server, notify, log, upstream)
         cleanup.pop_all()   # from here the supervisor owns and removes them
-    code = supervisor.run()
-    if supervisor.fatal and code == 2:
-        raise UserError(supervisor.fatal)
-    return code
+    return hand_off(settings, listeners, server, notify, quiet)
 
 
 def check_executable(program):
@@ -294,8 +285,8 @@ def status_command(name, control, as_json):
     return 0
 
 
-from .unitgen import check_command, units_command  # noqa: E402
-cli.add_command(units_command), cli.add_command(check_command)
+cli.add_command(units_command)
+cli.add_command(check_command)
 
 
 def main(argv=None):
