@@ -115,11 +115,17 @@ class FdStore:
         for spec in specs:
             if spec.name in provided:
                 continue        # the socket unit's wins; a stored one is stale
-            for fd in self.stored.get(LISTENER_PREFIX + spec.name, []):
+            stored = self.stored.get(LISTENER_PREFIX + spec.name, [])
+            for fd in stored:
                 if matches(spec, fd):
                     found.append((fd, spec.name))
                     self.used.add(fd)
                     break
+            else:
+                if stored:
+                    self.log("fdstore-stale", "listener %s: the socket in the fd store is not "
+                             "%s (any more), or its file is gone: binding again"
+                             % (spec.name, spec), listener=spec.name)
         return found
 
     def adopt(self, listeners, specs):
