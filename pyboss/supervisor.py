@@ -88,8 +88,7 @@ class Supervisor(EventLoop):
     def spawn(self, purpose):
         self.respawn_timer = None
         self.number += 1
-        env = sd.child_env(os.environ, self.listeners.names, self.notify.path,
-                           {"PYBOSS_GENERATION": str(self.number)})
+        env = self.child_env(self.number)
         try:
             gen = Generation.spawn(self.number, self.settings.argv, env, self.listeners.fds())
         except OSError as e:
@@ -101,6 +100,11 @@ class Supervisor(EventLoop):
         self.watch(gen.exec_fd, lambda: self.on_exec(gen))
         gen.deadline_timer = self.call_later(self.settings.ready_timeout, lambda: self.on_ready_timeout(gen))
         self.log("spawn", "%s started for %s" % (gen, purpose), generation=gen.number, pid=gen.pid)
+
+    def child_env(self, number):
+        """The environment of generation number; a hook for start_server's variables."""
+        return sd.child_env(os.environ, self.listeners.names, self.notify.path,
+                            {"PYBOSS_GENERATION": str(number)})
 
     def on_exec(self, gen):
         self.unwatch(gen.exec_fd)
