@@ -18,6 +18,7 @@ as they are declared, so declare the Boss and its listeners before the program
 parses its own options with argparse or click.
 """
 import os
+import re
 import signal
 import socket
 import sys
@@ -143,6 +144,9 @@ def _watch_signals(handle):
 class Boss:
     def __init__(self, name, ready_timeout=60.0, drain_timeout=30.0, stop_timeout=30.0,
                  argv=None):
+        if not re.match(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$", name or ""):
+            raise ValueError("Boss name %r: use up to 64 letters, digits, '_', '-', '.', '@', "
+                             "not starting with '.' (it names the control socket)" % name)
         self.name = name
         self.ready_timeout, self.drain_timeout, self.stop_timeout = \
             ready_timeout, drain_timeout, stop_timeout

@@ -29,25 +29,27 @@ def start_server(tmp_path):
 
 def test_child_finds_tcp_udp_chosen_fd_and_unix_sockets_in_server_starter_port(start_server):
     server = start_server("--port", "127.0.0.1:0", "--port", "127.0.0.1:u0",
-                          "--port", "127.0.0.1:0=9", "--path", "app.sock", "--backlog", "77",
-                          "--interval", "0.2")
+                          "--port", "127.0.0.1:0=9", "--port", "[::1]:0", "--path", "app.sock",
+                          "--backlog", "77", "--interval", "0.2")
     reply = server.get()
     env = reply["env"]
     ports = ports_of(env["SERVER_STARTER_PORT"])
-    tcp, udp, chosen = [k for k in ports if k != "app.sock"]
-    # start_server's layout: ports first (fds 3, 4, the chosen 9), then paths (5);
+    tcp, udp, chosen, v6 = [k for k in ports if k != "app.sock"]
+    # start_server's layout: ports first (fds 3, 4, the chosen 9, 5), then paths (6);
     # the path as given, the hosts and the real ports of port 0.
-    assert list(ports.values()) == [3, 4, 9, 5]
-    assert ports["app.sock"] == 5 and reply["key"] == "app.sock"
+    assert list(ports.values()) == [3, 4, 9, 5, 6]
+    assert reply["key"] == "app.sock"
     assert all(k.startswith("127.0.0.1:") and not k.endswith(":0") for k in (tcp, udp, chosen))
+    assert v6.startswith("[::1]:") and not v6.endswith(":0")
     assert env["SERVER_STARTER_GENERATION"] == "1"
     assert "LISTEN_FDS" not in env and "LISTEN_PID" not in env
-    assert {3, 4, 5, 9} <= set(reply["fds"])
+    assert {3, 4, 5, 6, 9} <= set(reply["fds"])
 
     def address(key):
         host, _, port = key.rpartition(":")
-        return host, int(port)
+        return host.strip("[]"), int(port)
     assert request_tcp(address(tcp))["key"] == tcp
+    assert request_tcp(address(v6))["key"] == v6
     assert request_tcp(address(chosen))["key"] == chosen
     assert request_udp(address(udp))["key"] == udp
     listening = subprocess.run(["ss", "-ltnH", "sport", "=", str(address(tcp)[1])],
@@ -207,10 +209,13 @@ def test_kill_old_delay_as_a_flag_and_from_the_environment(start_server, args, e
     assert not pid_alive(old)
 
 
-def test_auto_restart_starts_a_new_generation_by_itself(start_server):
+@pytest.mark.parametrize("args, env", [
+    (["--enable-auto-restart", "--auto-restart-interval", "1", "--kill-old-delay", "0"], {}),
+    ([], {"ENABLE_AUTO_RESTART": "1", "AUTO_RESTART_INTERVAL": "1", "KILL_OLD_DELAY": "0"}),
+])
+def test_auto_restart_starts_a_new_generation_by_itself(start_server, args, env):
     server = start_server("--path", "app.sock", "--interval", "0.2", "--status-file",
-                          "app.status", "--enable-auto-restart", "--auto-restart-interval", "1",
-                          "--kill-old-delay", "0")
+                          "app.status", *args, env=env)
     server.upstream.wait_for("READY=1")
     server.wait_status([2])
     assert server.get()["generation"] == 2
@@ -274,10 +279,18 @@ def test_stale_unix_socket_is_replaced_and_removed_at_exit(tmp_path, start_serve
     assert not os.path.exists(server.sock)
 
 
-def test_dir_is_the_working_directory_of_the_server_program(start_server, tmp_path):
+def test_dir_and_log_file(start_server, tmp_path):
     (tmp_path / "www").mkdir()
-    server = start_server("--path", "app.sock", "--interval", "0.1", "--dir", "www")
+    (tmp_path / "start.log").write_text("earlier run\n")
+    server = start_server("--path", "app.sock", "--interval", "0.1", "--dir", "www",
+                          "--log-file", "start.log")
     assert server.get()["cwd"] == str(tmp_path / "www")
+    assert server.term() == 0
+    log = (tmp_path / "start.log").read_text()
+    assert log.startswith("earlier run\n")                   # appended to
+    assert "generation 1 (pid " in log and "ready after" in log
+    assert "every generation is gone" in log
+    assert "starting now" in server.output()                  # said before redirecting
 
 
 def test_wait_ready_counts_a_worker_as_started_at_ready_not_after_interval(start_server):
@@ -327,6 +340,10 @@ def test_invoked_as_start_server_it_is_start_server(tmp_path):
     version = subprocess.run([str(link), "--version"], capture_output=True, text=True)
     assert version.returncode == 0
     assert version.stdout.startswith("pyboss start-server ") and "start_server 0.35" in version.stdout
+    helped = subprocess.run([str(link), "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0
+    assert helped.stdout.startswith("Usage: start_server [OPTIONS] [COMMAND]...")
+    assert "--signal-on-hup" in helped.stdout and "--kill-old-delay" in helped.stdout
     bad = subprocess.run([str(link), "--port", "nope", "--", "true"], capture_output=True,
                          text=True)
     assert bad.returncode == 2
