@@ -225,11 +225,16 @@ def open_runtime(control):
             base = None
         private = tempfile.mkdtemp(prefix="start_server-", dir=base)
         control = os.path.join(private, "control.sock")
-    server = ControlServer(control)
     try:
-        notify = open_notify_socket(os.path.dirname(control))
+        server = ControlServer(control)
+        try:
+            notify = open_notify_socket(os.path.dirname(control))
+        except BaseException:
+            server.close()
+            raise
     except BaseException:
-        server.close()
+        if private:
+            shutil.rmtree(private, ignore_errors=True)
         raise
     return server, notify, private
 
@@ -246,6 +251,9 @@ def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_h
         raise StarterUsageError(str(e))
     if workdir is not None and not os.path.isdir(workdir):
         raise StarterUsageError("--dir %s is not a directory" % workdir)
+    for option, path in (("--status-file", options.status_file), ("--pid-file", pid_file)):
+        if path and not os.access(os.path.dirname(path), os.W_OK | os.X_OK):
+            raise StarterUsageError("%s %s: cannot write in %s" % (option, path, os.path.dirname(path)))
     here = os.getcwd()
     try:
         if workdir is not None:

@@ -155,7 +155,12 @@ class StarterSupervisor(Supervisor):
         listed = [g for g in listed if g is not None]
         content = sorted((g.number, g.pid) for g in listed)
         if content != self.status_written:
-            write_status_file(self.status_file, content)
+            try:
+                write_status_file(self.status_file, content)
+            except OSError as e:      # serving matters more than the file: say it, go on
+                self.log("status-file", "cannot write %s: %s" % (self.status_file, e.strerror),
+                         level="error")
+                return
             self.status_written = content
 
     # -- auto-restart ------------------------------------------------------------------

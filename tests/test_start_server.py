@@ -137,6 +137,7 @@ def test_second_instance_on_the_same_pid_file_refuses_to_start(start_server, tmp
     (["--stop"], "--stop needs --pid-file"),
     (["--dir", "/nonexistent", "--", "true"], "--dir /nonexistent is not a directory"),
     (["--", "/nonexistent/app"], "cannot execute /nonexistent/app"),
+    (["--status-file", "/nonexistent/s", "--", "true"], "--status-file /nonexistent/s: cannot write in /nonexistent"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     result = subprocess.run(PYBOSS + ["start-server"] + args, capture_output=True, text=True,
