@@ -11,21 +11,15 @@ import time
 import click
 
 from . import __version__, sd
+from .errors import UserError
 from .control import ControlError, ControlServer, control_path, request
 from .listeners import ListenError, ListenerSet, parse_spec
-from .log import EventLog
-from .supervisor import Settings, Supervisor
+from .supervise import hand_off
+from .supervisor import Settings
+from .unitgen import check_command, units_command
+from .start_server import start_server_command
 
 _NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
-
-
-class UserError(click.ClickException):
-    """Bad input: one line on stderr, exit status 2, nothing left behind."""
-    exit_code = 2
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.ctx = click.get_current_context(silent=True)
 
 
 class SignalType(click.ParamType):
@@ -172,12 +166,8 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
             cleanup.callback(notify.close)
         except (ListenError, ControlError) as e:
             raise UserError(str(e))
-        supervisor = Supervisor(settings, listeners, server, notify, EventLog(name, quiet))
         cleanup.pop_all()   # from here the supervisor owns and removes them
-    code = supervisor.run()
-    if supervisor.fatal and code == 2:
-        raise UserError(supervisor.fatal)
-    return code
+    return hand_off(settings, listeners, server, notify, quiet)
 
 
 def check_executable(program):
@@ -285,9 +275,8 @@ def status_command(name, control, as_json):
     return 0
 
 
-from .unitgen import check_command, units_command  # noqa: E402
-from .start_server import start_server_command  # noqa: E402
-cli.add_command(units_command), cli.add_command(check_command)
+cli.add_command(units_command)
+cli.add_command(check_command)
 cli.add_command(start_server_command)
 
 

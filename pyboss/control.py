@@ -93,6 +93,14 @@ class ControlServer:
         self.inode = os.stat(path).st_ino
         self.sock.setblocking(False)
 
+    @classmethod
+    def adopt(cls, sock, path, inode, created_dir):
+        """The same server in a new process image (see supervise.py)."""
+        server = cls.__new__(cls)
+        server.sock, server.path, server.inode, server.created_dir = sock, path, inode, created_dir
+        sock.setblocking(False)
+        return server
+
     def _claim(self, path):
         if not os.path.lexists(path):
             return

@@ -16,20 +16,12 @@ from dataclasses import dataclass, field
 import click
 
 from . import __version__
+from .errors import UserError
 from .listeners import ListenError
 from .starter_files import PidFile, StarterError, restart_server, stop_server
 from .starter_ports import StarterListeners, parse_path, parse_port
 
 COMPATIBLE_WITH = "0.35"
-
-
-class StarterUsageError(click.ClickException):
-    """Bad input: one line on stderr, exit status 2, nothing left behind."""
-    exit_code = 2
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.ctx = click.get_current_context(silent=True)
 
 
 class StarterSignal(click.ParamType):
@@ -141,10 +133,10 @@ def start_server_command(ports, paths, workdir, interval, wait_ready, ready_time
         if restart or stop:
             return control_running(restart, stop, pid_file, status_file)
         if daemonize and not log_file:
-            raise StarterUsageError("--daemonize needs --log-file: a daemon has no terminal to "
+            raise UserError("--daemonize needs --log-file: a daemon has no terminal to "
                                     "write to")
         if not command:
-            raise StarterUsageError("server program not specified: put it after '--', e.g. "
+            raise UserError("server program not specified: put it after '--', e.g. "
                                     "start_server --port 8080 -- myapp")
         env = {}
         for name, value in (("ENVDIR", envdir),
@@ -163,20 +155,20 @@ def start_server_command(ports, paths, workdir, interval, wait_ready, ready_time
                      backlog or socket.SOMAXCONN, _absolute(control), quiet, options)
     except StarterError as e:
         if e.exit_code == 2:
-            raise StarterUsageError(str(e))
+            raise UserError(str(e))
         _say("start_server: %s" % e)
         return e.exit_code
 
 
 def control_running(restart, stop, pid_file, status_file):
     if restart and stop:
-        raise StarterUsageError("--restart and --stop exclude each other")
+        raise UserError("--restart and --stop exclude each other")
     if not pid_file:
-        raise StarterUsageError("--%s needs --pid-file%s" % (
+        raise UserError("--%s needs --pid-file%s" % (
             "restart" if restart else "stop", " and --status-file" if restart else ""))
     if restart:
         if not status_file:
-            raise StarterUsageError("--restart needs --pid-file and --status-file")
+            raise UserError("--restart needs --pid-file and --status-file")
         restart_server(pid_file, status_file, _say)
     else:
         stop_server(pid_file, _say)
@@ -241,26 +233,26 @@ def open_runtime(control):
 
 def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_hup,
           signal_on_term, pid_file, log_file, daemonize, backlog, control, quiet, options):
-    from .cli import UserError, check_executable
+    from .cli import check_executable
     from .control import ControlError
     from .starter_supervisor import NEVER, StarterLog, StarterSupervisor
     from .supervisor import Settings
     try:
         specs = [parse_port(p) for p in ports] + [parse_path(p) for p in paths]
     except ListenError as e:
-        raise StarterUsageError(str(e))
+        raise UserError(str(e))
     if workdir is not None and not os.path.isdir(workdir):
-        raise StarterUsageError("--dir %s is not a directory" % workdir)
+        raise UserError("--dir %s is not a directory" % workdir)
     for option, path in (("--status-file", options.status_file), ("--pid-file", pid_file)):
         if path and not os.access(os.path.dirname(path), os.W_OK | os.X_OK):
-            raise StarterUsageError("%s %s: cannot write in %s" % (option, path, os.path.dirname(path)))
+            raise UserError("%s %s: cannot write in %s" % (option, path, os.path.dirname(path)))
     here = os.getcwd()
     try:
         if workdir is not None:
             os.chdir(workdir)             # the program is looked up where it will run
         check_executable(command[0])
     except UserError as e:
-        raise StarterUsageError(str(e))
+        raise UserError(str(e))
     finally:
         os.chdir(here)
     pid = PidFile(pid_file) if pid_file else None
@@ -308,7 +300,7 @@ def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_h
         held = []
         code = supervisor.run()
         if supervisor.fatal and code == 2:
-            raise StarterUsageError(supervisor.fatal)
+            raise UserError(supervisor.fatal)
         return code
     finally:
         for close in reversed(held):

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 import click
+from .errors import UserError
 
 # The defaults of `pyboss exec` and of systemd, for options and keys left out.
 PYBOSS_DEFAULTS = {"--ready-timeout": 60.0, "--stop-timeout": 30.0}
@@ -26,15 +27,6 @@ _SPAN_UNITS = {
     "M": 2629800, "month": 2629800, "months": 2629800,
     "y": 31557600, "year": 31557600, "years": 31557600,
 }
-
-
-class UnitInputError(click.ClickException):
-    """Bad input: one line on stderr, exit status 2."""
-    exit_code = 2
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.ctx = click.get_current_context(silent=True)
 
 
 def parse_unit(text):
@@ -204,7 +196,7 @@ def verify(paths):
     """Every line `systemd-analyze verify` prints (its exit status says nothing useful)."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        raise UnitInputError("systemd-analyze not found: install systemd, or pass --no-verify")
+        raise UserError("systemd-analyze not found: install systemd, or pass --no-verify")
     result = subprocess.run([analyze, "verify", *paths], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             timeout=120)
@@ -213,14 +205,14 @@ def verify(paths):
 
 
 def check_units(paths, run_verify=True):
-    """All findings for the unit files, in order; UnitInputError for a file not there."""
+    """All findings for the unit files, in order; UserError for a file not there."""
     texts = {}
     for path in paths:
         try:
             with open(path, encoding="utf-8", errors="replace") as f:
                 texts[path] = f.read()
         except OSError as e:
-            raise UnitInputError("cannot read %s: %s" % (path, e.strerror or e))
+            raise UserError("cannot read %s: %s" % (path, e.strerror or e))
     findings = []
     for path, text in texts.items():
         if path.endswith(".service"):

@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from .errors import UserError
 from .listeners import ListenError, parse_spec
 from .unitcheck import check_command  # noqa: F401  (registered in cli.py)
 
@@ -66,15 +67,6 @@ SystemCallErrorNumber=EPERM
 """
 
 
-class UnitsInputError(click.ClickException):
-    """Bad input: one line on stderr, exit status 2."""
-    exit_code = 2
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.ctx = click.get_current_context(silent=True)
-
-
 def systemd_quote(arg):
     """One argument of an Exec*= line, safe from splitting, specifiers and $ expansion."""
     text = str(arg).replace("%", "%%").replace("$", "$$")
@@ -110,7 +102,7 @@ def listen_line(spec):
     if spec.kind == "unix":
         return "ListenStream=%s" % spec.path
     if spec.port == 0:
-        raise UnitsInputError("listener %s: a socket unit needs a fixed port, not 0" % spec)
+        raise UserError("listener %s: a socket unit needs a fixed port, not 0" % spec)
     host = "[%s]" % spec.host if ":" in spec.host else spec.host
     address = "%s:%d" % (host, spec.port) if host else str(spec.port)
     return "%s=%s" % ("ListenDatagram" if spec.kind == "udp" else "ListenStream", address)
@@ -225,33 +217,33 @@ def validated_exec_values(exec_options, command):
         ctx = exec_command.make_context("pyboss exec", list(exec_options) + ["--"]
                                         + list(command))
     except click.ClickException as e:
-        raise UnitsInputError(e.format_message().replace("\n", " "))
+        raise UserError(e.format_message().replace("\n", " "))
     values = ctx.params
     if values["ready_after"] is not None and values["ready_after"] >= values["ready_timeout"]:
-        raise UnitsInputError("--ready-after %g must be shorter than --ready-timeout %g"
+        raise UserError("--ready-after %g must be shorter than --ready-timeout %g"
                               % (values["ready_after"], values["ready_timeout"]))
     return values
 
 
 def build_units(name, listens, socket_mode, backlog, quiet, passed, command):
-    """{file name: text} for NAME's socket units and service, or UnitsInputError."""
+    """{file name: text} for NAME's socket units and service, or UserError."""
     if not _UNIT_NAME.match(name):
-        raise UnitsInputError("invalid NAME %r: use up to 64 letters, digits, '_', '-', '.', "
+        raise UserError("invalid NAME %r: use up to 64 letters, digits, '_', '-', '.', "
                               "not starting with '.'" % name)
     if not command:
-        raise UnitsInputError("no COMMAND given: put the program to run after '--', e.g. "
+        raise UserError("no COMMAND given: put the program to run after '--', e.g. "
                               "pyboss units myapp --listen http=8080 -- /usr/bin/myapp")
     if socket_mode is not None and not re.match(r"^0?[0-7]{3,4}$", socket_mode):
-        raise UnitsInputError("invalid --socket-mode %r: give an octal mode like 0660"
+        raise UserError("invalid --socket-mode %r: give an octal mode like 0660"
                               % socket_mode)
     try:
         specs = [parse_spec(text, "listen%d" % i) for i, text in enumerate(listens)]
     except ListenError as e:
-        raise UnitsInputError(str(e))
+        raise UserError(str(e))
     addresses = [str(spec) for spec in specs]
     duplicate = next((a for i, a in enumerate(addresses) if a in addresses[:i]), None)
     if duplicate:
-        raise UnitsInputError("address %s given twice: one socket per address" % duplicate)
+        raise UserError("address %s given twice: one socket per address" % duplicate)
     command = resolved_command(command)
     exec_options = [part for option, value in passed for part in (option, value)]
     if quiet:
@@ -309,7 +301,7 @@ def units_command(name, listens, output, socket_mode, backlog, quiet, command, *
                    nl=False)
         return 0
     if not os.path.isdir(output):
-        raise UnitsInputError("--output %s is not a directory" % output)
+        raise UserError("--output %s is not a directory" % output)
     for unit, text in units.items():
         with open(os.path.join(output, unit), "w") as f:
             f.write(text)

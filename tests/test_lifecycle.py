@@ -217,3 +217,14 @@ def test_exec_failure_at_spawn_time_ends_pyboss_with_one_error_line(tmp_path):
     assert result.stderr.splitlines() == [
         "pyboss exec: cannot execute %s: No such file or directory" % script]
     assert sorted(os.listdir(tmp_path)) == ["app"]
+
+
+def test_supervisor_hands_off_to_a_lean_process_image_keeping_its_pid(start_pyboss, app):
+    boss = start_pyboss([app[0]])
+    with open("/proc/%d/cmdline" % boss.pid, "rb") as f:
+        cmdline = f.read().split(b"\0")
+    # The pid that was started is the supervisor (systemd's MAINPID never changes), but
+    # its image is pyboss.supervise: click parsed the options and was left behind.
+    assert boss.status()["pid"] == boss.pid
+    assert b"from pyboss.supervise import main" in cmdline[2]
+    assert cmdline[4:6] == [b"pyboss-exec", b"pyboss"]

@@ -117,7 +117,8 @@ def test_reload_requests_during_a_reload_coalesce_into_one_followup(start_pyboss
 def test_draining_generations_are_bounded_oldest_killed_first(start_pyboss, app):
     with open(app[1], "w") as f:
         f.write("--ignore-term")
-    boss = start_pyboss([app[0]], "--max-draining", "2", "--drain-timeout", "60")
+    boss = start_pyboss([app[0]], "--max-draining", "2", "--drain-timeout", "60",
+                        "--stop-timeout", "1")
     pids = [boss.serving()["pid"]]
     for _ in range(3):
         assert boss.reload().returncode == 0
@@ -133,7 +134,7 @@ def test_draining_generations_are_bounded_oldest_killed_first(start_pyboss, app)
 def test_old_generation_still_running_after_drain_timeout_is_killed(start_pyboss, app):
     with open(app[1], "w") as f:
         f.write("--ignore-term")
-    boss = start_pyboss([app[0]], "--drain-timeout", "0.5")
+    boss = start_pyboss([app[0]], "--drain-timeout", "0.5", "--stop-timeout", "1")
     old = boss.serving()["pid"]
     assert boss.reload().returncode == 0
     wait_until(lambda: not pid_alive(old), what="SIGKILL after the drain timeout")

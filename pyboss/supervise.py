@@ -1,0 +1,73 @@
+"""Hand-off from the command line to a lean supervisor process.
+
+`pyboss exec` parses its options with click and opens every socket, so that bad input
+is reported before anything runs. It then exec()s this module in the same process
+(the pid, and so systemd's MAINPID, stays) with the sockets inherited: the supervisor
+that runs for months carries neither click nor the unit tools in its memory.
+"""
+import json
+import os
+import socket
+import sys
+from dataclasses import asdict
+
+from .control import ControlServer
+from .listeners import Listener, ListenerSet
+from .log import EventLog
+from .sd import NotifyReceiver
+from .supervisor import Settings, Supervisor
+
+HANDOFF = "PYBOSS_HANDOFF"
+
+
+def _inherit(sock):
+    os.set_inheritable(sock.fileno(), True)
+    return sock.fileno()
+
+
+def hand_off(settings, listeners, control, notify, quiet):
+    """exec() the supervisor; returns only if that is impossible (then run it here)."""
+    state = {
+        "settings": asdict(settings), "quiet": quiet,
+        "listeners": [{"fd": _inherit(l.sock), "name": l.name, "origin": l.origin,
+                       "created_path": l.created_path, "created_inode": l.created_inode}
+                      for l in listeners],
+        "control": {"fd": _inherit(control.sock), "path": control.path,
+                    "inode": control.inode, "created_dir": control.created_dir},
+        "notify": {"fd": _inherit(notify.sock), "bound_path": notify.bound_path,
+                   "private_dir": notify.private_dir},
+    }
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.environ[HANDOFF] = json.dumps(state)
+    code = "import sys; sys.path.insert(0, sys.argv.pop(1)); from pyboss.supervise import main; main()"
+    try:
+        os.execv(sys.executable, [sys.executable, "-c", code, package_parent,
+                                  "pyboss-exec", settings.name])
+    except OSError:
+        del os.environ[HANDOFF]
+        return Supervisor(settings, listeners, control, notify,
+                          EventLog(settings.name, quiet)).run()
+
+
+def _adopt(fd):
+    os.set_inheritable(fd, False)
+    return socket.socket(fileno=fd)
+
+
+def main():
+    state = json.loads(os.environ.pop(HANDOFF))
+    listeners = ListenerSet([Listener(l["name"], _adopt(l["fd"]), l["origin"],
+                                      l["created_path"], l["created_inode"])
+                             for l in state["listeners"]])
+    c = state["control"]
+    control = ControlServer.adopt(_adopt(c["fd"]), c["path"], c["inode"], c["created_dir"])
+    n = state["notify"]
+    notify = NotifyReceiver(sock=_adopt(n["fd"]), private_dir=n["private_dir"])
+    notify.bound_path = n["bound_path"]
+    settings = Settings(**state["settings"])
+    supervisor = Supervisor(settings, listeners, control, notify,
+                            EventLog(settings.name, state["quiet"]))
+    code = supervisor.run()
+    if supervisor.fatal and code == 2:
+        sys.stderr.write("pyboss exec: %s\n" % supervisor.fatal)
+    sys.exit(code)
