@@ -260,7 +260,8 @@ def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_h
     redirected = False
     held = []                             # closed here on an error, else by the supervisor
     try:
-        if log_file:
+        piped = bool(log_file) and log_file.lstrip().startswith("|")
+        if log_file and not (piped and daemonize):
             log_fd, logger = open_log(log_file, daemonize)
         try:
             listeners = StarterListeners.open_specs(specs, backlog)
@@ -273,6 +274,10 @@ def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_h
             raise StarterError(str(e), 2)
         held += [server.close, notify.close]
         _say("start_server (pid:%d) starting now..." % os.getpid())
+        if daemonize:
+            daemonize_now()
+            if piped:             # started by the daemon, so that the daemon can wait for it
+                log_fd, logger = open_log(log_file, daemonize)
         if log_fd is not None:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -283,8 +288,6 @@ def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_h
                 os.close(log_fd)
             else:
                 logger.stdin.close()      # fds 1 and 2 keep the pipe open
-        if daemonize:
-            daemonize_now()
         if pid:
             pid.write()
         if workdir is not None:
@@ -307,10 +310,10 @@ def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_h
             close()
         if private:
             shutil.rmtree(private, ignore_errors=True)
-        if pid:
-            pid.remove()
         if logger is not None:
             finish_logger(logger, redirected)
+        if pid:
+            pid.remove()                  # last: --stop returns once everything is done
 
 
 def finish_logger(logger, redirected):

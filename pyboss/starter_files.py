@@ -52,13 +52,12 @@ class PidFile:
         os.pwrite(self.fd, b"%d\n" % os.getpid(), 0)
 
     def remove(self):
-        """Unlink, then unlock by closing: --stop returns only after this."""
+        """Unlink; the lock stays until this process exits, and --stop waits for that."""
         try:
             if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
                 os.unlink(self.path)
         except OSError:
             pass
-        os.close(self.fd)
 
 
 def write_status_file(path, generations):
