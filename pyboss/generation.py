@@ -53,6 +53,7 @@ def _exec_child(argv, env, fds, error_fd):
         signal.set_wakeup_fd(-1)
         explicit = isinstance(fds, dict)
         layout = fds if explicit else {sd.SD_LISTEN_FDS_START + i: fd for i, fd in enumerate(fds)}
+        count = 0 if explicit else len(layout)      # LISTEN_FDS only for the 3.. layout
         top = max(list(layout) + [sd.SD_LISTEN_FDS_START - 1])
         high = top + 2
         # Move everything above the target range first, so no dup2 clobbers a source.
@@ -64,7 +65,7 @@ def _exec_child(argv, env, fds, error_fd):
         error_fd = top + 1
         os.dup2(error_high, error_fd, inheritable=False)
         os.closerange(error_fd + 1, 1 << 20)
-        if layout and not explicit:
+        if count:
             env["LISTEN_PID"] = str(os.getpid())
         os.execvpe(argv[0], argv, env)
     except OSError as e:

@@ -14,7 +14,6 @@ import os
 import signal
 import time
 
-from . import sd
 from .log import EventLog
 from .starter_files import ignore_enoent, load_envdir, write_status_file
 from .supervisor import Supervisor
@@ -65,12 +64,12 @@ class StarterSupervisor(Supervisor):
         env.update(load_envdir(env.get("ENVDIR")))
         return env
 
-    def child_env(self, number):
-        extra = load_envdir(self.base_env.get("ENVDIR"))
-        extra["SERVER_STARTER_PORT"] = self.listeners.server_starter_port()
-        extra["SERVER_STARTER_GENERATION"] = str(number)
-        extra["PYBOSS_GENERATION"] = str(number)
-        return sd.child_env(self.base_env, [], self.notify.path, extra)
+    def child_env(self, env):
+        env.update(self.options.env)
+        env.update(load_envdir(self.base_env.get("ENVDIR")))
+        env["SERVER_STARTER_PORT"] = self.listeners.server_starter_port()
+        env["SERVER_STARTER_GENERATION"] = str(self.number)
+        return env
 
     def kill_old_delay(self):
         env = self.current_env()

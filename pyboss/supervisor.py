@@ -88,9 +88,11 @@ class Supervisor(EventLoop):
     def spawn(self, purpose):
         self.respawn_timer = None
         self.number += 1
-        env = self.child_env(self.number)
+        env = sd.child_env(os.environ, self.listeners.names, self.notify.path,
+                           {"PYBOSS_GENERATION": str(self.number)})
         try:
-            gen = Generation.spawn(self.number, self.settings.argv, env, self.listeners.fds())
+            gen = Generation.spawn(self.number, self.settings.argv, self.child_env(env),
+                                   self.listeners.fds())
         except OSError as e:
             self.log("spawn-failed", "cannot fork: %s" % e.strerror, level="error")
             self.respawn_timer = self.call_later(self.next_backoff(), lambda: self.spawn(purpose))
@@ -101,10 +103,9 @@ class Supervisor(EventLoop):
         gen.deadline_timer = self.call_later(self.settings.ready_timeout, lambda: self.on_ready_timeout(gen))
         self.log("spawn", "%s started for %s" % (gen, purpose), generation=gen.number, pid=gen.pid)
 
-    def child_env(self, number):
-        """The environment of generation number; a hook for start_server's variables."""
-        return sd.child_env(os.environ, self.listeners.names, self.notify.path,
-                            {"PYBOSS_GENERATION": str(number)})
+    def child_env(self, env):
+        """A hook: the environment generation self.number gets (start_server adds its own)."""
+        return env
 
     def on_exec(self, gen):
         self.unwatch(gen.exec_fd)
