@@ -62,11 +62,11 @@ def _say(text):
 @click.command("start-server", context_settings={"allow_interspersed_args": False,
                                                   "help_option_names": ["-h", "--help"]})
 @click.option("--port", "ports", multiple=True, metavar="[HOST:]PORT[=FD]",
-              help="TCP port to listen on; repeatable. PORT (IPv4, every address), HOST:PORT, "
+              help="TCP port to listen on. PORT (IPv4, every address), HOST:PORT, "
                    "[V6]:PORT; 'u' before the port number for UDP (u53, 127.0.0.1:u53); =FD to "
                    "put the socket at that fd number in the server program.")
 @click.option("--path", "paths", multiple=True, metavar="PATH",
-              help="Unix socket to listen on; repeatable. A stale socket file is replaced; "
+              help="Unix socket to listen on. A stale socket file is replaced; "
                    "the file is removed at exit.")
 @click.option("--dir", "workdir", metavar="DIR", help="Working directory of the server program.")
 @click.option("--interval", type=SECONDS, default=1, show_default=True, metavar="SECONDS",
