@@ -44,12 +44,15 @@ def _exec_child(argv, env, fds, error_fd):
     """Runs in the forked child: arrange fds 3.. and exec; never returns.
 
     fds is a list (placed at 3, 4, ... with LISTEN_PID set), or a dict
-    {child fd: our fd} for layouts other programs expect (start_server's =FD).
+    {child fd: our fd} for layouts other programs expect (start_server's =FD);
+    such a dict may name signals the child starts with ignored (ignored_signals).
     """
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)   # Python ignores SIGPIPE; exec keeps ignores
+        for sig in getattr(fds, "ignored_signals", ()):
+            signal.signal(sig, signal.SIG_IGN)
         signal.set_wakeup_fd(-1)
         explicit = isinstance(fds, dict)
         layout = fds if explicit else {sd.SD_LISTEN_FDS_START + i: fd for i, fd in enumerate(fds)}

@@ -8,6 +8,7 @@ import errno
 import os
 import re
 import resource
+import signal
 import socket
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -124,6 +125,12 @@ def child_fd_numbers(specs):
     return numbers
 
 
+class ChildFds(dict):
+    """{child fd: our fd}, and what else start_server's children inherit: SIGPIPE
+    ignored (start_server ignores it, and an ignored signal stays so across exec)."""
+    ignored_signals = (signal.SIGPIPE,)
+
+
 @dataclass
 class StarterListeners(ListenerSet):
     """Listeners laid out in the child at start_server's fd numbers, not at 3, 4, ..."""
@@ -152,7 +159,7 @@ class StarterListeners(ListenerSet):
         return []         # no LISTEN_FDS: start_server's children read SERVER_STARTER_PORT
 
     def fds(self):
-        return {target: l.fileno() for target, l in zip(self.targets, self.listeners)}
+        return ChildFds((target, l.fileno()) for target, l in zip(self.targets, self.listeners))
 
     def server_starter_port(self):
         return ";".join("%s=%d" % (l.name, target) for target, l in zip(self.targets, self.listeners))

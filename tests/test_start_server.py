@@ -87,6 +87,23 @@ def test_children_see_what_perl_start_server_gives_them(tmp_path):
     assert seen["pyboss"] == seen["perl"] == ("1", ["127.0.0.1:%d" % tcp, str(udp), "app.sock"], 7)
 
 
+@pytest.mark.skipif(not shutil.which("start_server"), reason="Perl's start_server is not installed")
+def test_children_start_with_sigpipe_ignored_as_under_perl_start_server(tmp_path):
+    ignored = {}
+    for which in ("perl", "pyboss"):
+        d = tmp_path / which
+        d.mkdir()
+        report = d / "sigign"
+        server = StartServer(d, "--path", "app.sock", "--interval", "0", wait=False,
+                             perl=which == "perl", command=["sh", "-c", "grep ^SigIgn: "
+                             "/proc/$$/status > %s.tmp; mv %s.tmp %s; exec sleep 60"
+                             % (report, report, report)])
+        wait_until(report.exists, what="the worker's signal report")
+        assert server.term() == 0
+        ignored[which] = int(report.read_text().split()[1], 16) & (1 << (signal.SIGPIPE - 1))
+    assert ignored["pyboss"] == ignored["perl"] != 0
+
+
 def test_hup_and_term_keep_the_status_and_pid_files(start_server):
     server = start_server("--path", "app.sock", "--interval", "0.2", "--pid-file", "app.pid",
                           "--status-file", "app.status", flags="term-delay=1.5")
