@@ -171,3 +171,65 @@ def test_import_pyboss_stays_light_and_boss_loads_on_first_use():
                             "print(light, 'pyboss.boss' in sys.modules)"],
                            capture_output=True, text=True, timeout=TIMEOUT)
     assert probe.stdout.split() == ["True", "True"], probe.stderr
+
+
+ECHO = '''
+import selectors
+import pyboss
+
+boss = pyboss.Boss("echo")
+dns = boss.listener("dns", "udp", "127.0.0.1:53", help="datagrams")
+ctl = boss.listener("ctl", "unix", "ctl.sock", help="control")
+
+
+def main(handle):
+    watched = selectors.DefaultSelector()
+    for sock in (dns.socket(), ctl.socket()):
+        sock.setblocking(False)
+        watched.register(sock, selectors.EVENT_READ)
+    watched.register(handle, selectors.EVENT_READ)    # readable once told to stop
+    handle.ready()
+    while not handle.stopping:
+        for key, _ in watched.select():
+            if key.fileobj is dns.socket():
+                data, peer = dns.socket().recvfrom(100)
+                dns.socket().sendto(b"udp %d" % handle.generation, peer)
+            elif key.fileobj is ctl.socket():
+                conn, _ = ctl.socket().accept()
+                conn.sendall(("unix %d %d" % (handle.generation,
+                              dns.socket().getsockname()[1])).encode())
+                conn.close()
+
+
+boss.run(main)
+'''
+
+
+def test_udp_and_unix_listeners_reach_the_supervised_program(tmp_path, processes):
+    program = tmp_path / "echo.py"
+    program.write_text(ECHO)
+    env = dict(os.environ, RUNTIME_DIRECTORY=str(tmp_path))
+    ready = Notifications(str(tmp_path))
+    supervisor = subprocess.Popen([PYTHON, str(program), "--pyboss=start", "--dns=127.0.0.1:0"],
+                                  cwd=str(tmp_path), env=dict(env, NOTIFY_SOCKET=ready.path))
+    processes.append(supervisor)
+    ready.wait_for("READY=1")
+
+    def ask_unix():
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(tmp_path / "ctl.sock"))
+            return conn.recv(100).decode().split()
+    kind, generation, port = ask_unix()
+    assert (kind, generation) == ("unix", "1")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(10)
+        client.sendto(b"?", ("127.0.0.1", int(port)))
+        assert client.recv(100) == b"udp 1"
+    reloaded = subprocess.run([PYTHON, str(program), "--pyboss=reload"], cwd=str(tmp_path),
+                              env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert ask_unix()[:2] == ["unix", "2"]
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(TIMEOUT) == 0
+    assert not (tmp_path / "ctl.sock").exists()          # the supervisor removed what it bound
+    ready.close()
