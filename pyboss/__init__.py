@@ -13,7 +13,7 @@ from . import sd as _sd
 
 __version__ = "0.1.0"
 __all__ = ["listeners", "listener", "ready", "reloading", "stopping", "status",
-           "NoListeners"]
+           "NoListeners", "Boss"]
 
 _inherited = None      # [(name, socket)], made once: two objects on one fd would close it twice
 
@@ -67,3 +67,11 @@ def stopping():
 def status(text):
     """A one-line status shown by 'pyboss status' (or systemctl status)."""
     return _sd.notify("STATUS=" + text)
+
+
+def __getattr__(name):
+    # pyboss.Boss loads on first use: an app that only calls ready() imports nothing more.
+    if name == "Boss":
+        from .boss import Boss
+        return Boss
+    raise AttributeError("module 'pyboss' has no attribute %r" % name)

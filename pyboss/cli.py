@@ -19,6 +19,7 @@ from .log import EventLog
 from .supervise import hand_off
 from .supervisor import Settings
 from .unitgen import check_command, units_command
+from .start_server import start_server_command
 from .upstream import Upstream
 
 _NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
@@ -287,12 +288,19 @@ def status_command(name, control, as_json):
 
 cli.add_command(units_command)
 cli.add_command(check_command)
+cli.add_command(start_server_command)
 
 
 def main(argv=None):
-    """Entry point: click's errors become one line and exit status 2."""
+    """Entry point: click's errors become one line and exit status 2.
+
+    Run through a link named start_server, pyboss is `pyboss start-server`.
+    """
+    command, prog_name = cli, "pyboss"
+    if os.path.basename(sys.argv[0]) == "start_server":
+        command, prog_name = start_server_command, "start_server"
     try:
-        code = cli.main(args=argv, prog_name="pyboss", standalone_mode=False)
+        code = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as e:
         code = e.exit_code
     except click.exceptions.Abort:

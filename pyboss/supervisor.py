@@ -77,7 +77,6 @@ class Supervisor(EventLoop):
         self.install_signals()
         try:
             self.spawn("start")
-            self.keepalive.start()
             self.run_forever()
         finally:
             self.restore_signals()
@@ -94,7 +93,8 @@ class Supervisor(EventLoop):
         env = sd.child_env(os.environ, self.listeners.names, self.notify.path,
                            dict(self.keepalive.child_env(), PYBOSS_GENERATION=str(self.number)))
         try:
-            gen = Generation.spawn(self.number, self.settings.argv, env, self.listeners.fds())
+            gen = Generation.spawn(self.number, self.settings.argv, self.child_env(env),
+                                   self.listeners.fds())
         except OSError as e:
             self.log("spawn-failed", "cannot fork: %s" % e.strerror, level="error")
             self.respawn_timer = self.call_later(self.next_backoff(), lambda: self.spawn(purpose))
@@ -104,6 +104,10 @@ class Supervisor(EventLoop):
         self.watch(gen.exec_fd, lambda: self.on_exec(gen))
         gen.deadline_timer = self.call_later(self.settings.ready_timeout, lambda: self.on_ready_timeout(gen))
         self.log("spawn", "%s started for %s" % (gen, purpose), generation=gen.number, pid=gen.pid)
+
+    def child_env(self, env):
+        """A hook: the environment generation self.number gets (start_server adds its own)."""
+        return env
 
     def on_exec(self, gen):
         self.unwatch(gen.exec_fd)

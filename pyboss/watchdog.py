@@ -32,10 +32,8 @@ class Keepalive:
         self.usec = watchdog_usec(environ)
         self.last_ping = {}         # generation number -> when it last sent WATCHDOG=1
         self.silent_since = None    # the current generation stopped pinging at ...
-
-    def start(self):
-        if self.supervisor.upstream.active:
-            self.tick()
+        if supervisor.upstream.active:
+            supervisor.call_later(0, self.tick)     # first thing once the loop runs
 
     def child_env(self):
         """Offer the app the watchdog: it may ping pyboss, which then depends on it."""
