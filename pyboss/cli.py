@@ -3,7 +3,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import sys
 import tempfile
 import time
@@ -12,37 +11,19 @@ import click
 
 from . import __version__, sd
 from .errors import UserError
+from .options import SECONDS, SignalType
 from .control import ControlError, ControlServer, control_path, request
 from .listeners import ListenError, ListenerSet, parse_spec
 from .fdstore import FdStore
 from .log import EventLog
 from .supervise import hand_off
 from .supervisor import Settings
-from .unitgen import check_command, units_command
+from .unitcheck import check_command
+from .unitgen import units_command
 from .start_server import start_server_command
 from .upstream import Upstream
 
 _NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
-
-
-class SignalType(click.ParamType):
-    name = "SIGNAL"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper()
-        if text.isdigit() and 0 < int(text) < signal.NSIG:
-            return int(text)
-        name = text if text.startswith("SIG") else "SIG" + text
-        try:
-            return int(signal.Signals[name])
-        except KeyError:
-            self.fail("unknown signal %r: use a name like TERM, INT, QUIT, HUP or a number"
-                      % value, param, ctx)
-
-
-SECONDS = click.FloatRange(min=0)
 
 
 def control_options(func):

@@ -6,7 +6,6 @@ start_server, pyboss behaves as this command (see pyboss.cli.main).
 """
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -17,31 +16,12 @@ import click
 
 from . import __version__
 from .errors import UserError
+from .options import SECONDS, SignalType
 from .listeners import ListenError
 from .starter_files import PidFile, StarterError, restart_server, stop_server
 from .starter_ports import StarterListeners, parse_path, parse_port
 
 COMPATIBLE_WITH = "0.35"
-
-
-class StarterSignal(click.ParamType):
-    """A signal as start_server takes it: TERM, SIGTERM, term, or a number."""
-    name = "SIGNAL"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper()
-        if text.isdigit() and 0 < int(text) < signal.NSIG:
-            return int(text)
-        try:
-            return int(signal.Signals[text if text.startswith("SIG") else "SIG" + text])
-        except KeyError:
-            self.fail("unknown signal %r: use a name like TERM, QUIT, USR1 (with or without "
-                      "SIG, any case) or a number" % value, param, ctx)
-
-
-SECONDS = click.FloatRange(min=0)
 
 
 @dataclass
@@ -77,9 +57,9 @@ def _say(text):
                    "(sd_notify) instead of after --interval.")
 @click.option("--ready-timeout", type=SECONDS, default=60, show_default=True, metavar="SECONDS",
               help="(pyboss) With --wait-ready: a worker not ready by then failed to start.")
-@click.option("--signal-on-hup", type=StarterSignal(), default="TERM", show_default=True,
+@click.option("--signal-on-hup", type=SignalType(), default="TERM", show_default=True,
               help="Sent to the old workers once the new one started after a SIGHUP.")
-@click.option("--signal-on-term", type=StarterSignal(), default="TERM", show_default=True,
+@click.option("--signal-on-term", type=SignalType(), default="TERM", show_default=True,
               help="Sent to every worker on SIGTERM.")
 @click.option("--kill-old-delay", type=SECONDS, is_flag=False, flag_value=5.0, metavar="SECONDS",
               help="Wait this long before signalling the old workers (alone: 5). Default: "

@@ -15,7 +15,6 @@ import click
 
 from .errors import UserError
 from .listeners import ListenError, parse_spec
-from .unitcheck import check_command  # noqa: F401  (registered in cli.py)
 
 # Unit name prefix and pyboss --name at once: no '@' (that would make an instance).
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")

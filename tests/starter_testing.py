@@ -6,7 +6,7 @@ import signal
 import socket
 import subprocess
 
-from pyboss_testing import PYBOSS, PYTHON, TIMEOUT, Notifications, wait_until
+from pyboss_testing import PYBOSS, PYTHON, TIMEOUT, Notifications, terminate, wait_until
 
 APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps", "starter_app.py")
 
@@ -104,12 +104,6 @@ class StartServer:
             return f.read()
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.log.close()
         self.upstream.close()

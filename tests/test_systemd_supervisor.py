@@ -13,7 +13,6 @@ from pyboss_testing import TIMEOUT, wait_until
 from supervised_units import (PYTHON, LoadInside, app_processes, curl, environ_of,
                               journal_json, listening_inode, main_pid,
                               sigkill_pyboss_and_await_restart, write_units)
-from systemd_harness import systemd_254, systemd_ns  # noqa: F401 (fixtures)
 
 OWN_PORT = 8081
 
