@@ -13,7 +13,7 @@ from . import sd as _sd
 
 __version__ = "0.1.0"
 __all__ = ["listeners", "listener", "ready", "reloading", "stopping", "status",
-           "NoListeners"]
+           "NoListeners", "Boss"]
 
 _inherited = None      # [(name, socket)], made once: two objects on one fd would close it twice
 
@@ -49,21 +49,42 @@ def listener(name):
                       % (name, ", ".join(n for n, _ in found) or "none"))
 
 
+def _notify(message):
+    # Like libsystemd's sd_notify(): a supervisor that went away is reported, never raised,
+    # so an app keeps serving while pyboss restarts.
+    try:
+        return _sd.notify(message)
+    except OSError:
+        return False
+
+
 def ready(status=None):
-    """Tell the supervisor this process serves now. A no-op without NOTIFY_SOCKET."""
-    return _sd.notify("READY=1" + ("\nSTATUS=" + status if status else ""))
+    """Tell the supervisor this process serves now.
+
+    Returns True if the message was sent, False without NOTIFY_SOCKET or when the
+    supervisor cannot be reached.
+    """
+    return _notify("READY=1" + ("\nSTATUS=" + status if status else ""))
 
 
 def reloading():
     """Tell the supervisor this process is reloading its configuration."""
-    return _sd.notify("RELOADING=1\nMONOTONIC_USEC=%d" % _sd.monotonic_usec())
+    return _notify("RELOADING=1\nMONOTONIC_USEC=%d" % _sd.monotonic_usec())
 
 
 def stopping():
     """Tell the supervisor this process is shutting down."""
-    return _sd.notify("STOPPING=1")
+    return _notify("STOPPING=1")
 
 
 def status(text):
     """A one-line status shown by 'pyboss status' (or systemctl status)."""
-    return _sd.notify("STATUS=" + text)
+    return _notify("STATUS=" + text)
+
+
+def __getattr__(name):
+    # pyboss.Boss loads on first use: an app that only calls ready() imports nothing more.
+    if name == "Boss":
+        from .boss import Boss
+        return Boss
+    raise AttributeError("module 'pyboss' has no attribute %r" % name)

@@ -3,7 +3,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import sys
 import tempfile
 import time
@@ -12,33 +11,19 @@ import click
 
 from . import __version__, sd
 from .errors import UserError
+from .options import SECONDS, SignalType
 from .control import ControlError, ControlServer, control_path, request
 from .listeners import ListenError, ListenerSet, parse_spec
+from .fdstore import FdStore
+from .log import EventLog
 from .supervise import hand_off
 from .supervisor import Settings
-from .unitgen import check_command, units_command
+from .unitcheck import check_command
+from .unitgen import units_command
+from .start_server import start_server_command
+from .upstream import Upstream
 
 _NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
-
-
-class SignalType(click.ParamType):
-    name = "SIGNAL"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper()
-        if text.isdigit() and 0 < int(text) < signal.NSIG:
-            return int(text)
-        name = text if text.startswith("SIG") else "SIG" + text
-        try:
-            return int(signal.Signals[name])
-        except KeyError:
-            self.fail("unknown signal %r: use a name like TERM, INT, QUIT, HUP or a number"
-                      % value, param, ctx)
-
-
-SECONDS = click.FloatRange(min=0)
 
 
 def control_options(func):
@@ -154,17 +139,25 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     settings = Settings(list(command), name, ready_after, ready_timeout, drain_signal,
                         drain_timeout, stop_signal, stop_timeout, max_draining, crash_limit)
     path = control_path(name, control)
+    # A copy: the supervisor this process becomes reads NOTIFY_SOCKET from the environment.
+    log, upstream = EventLog(name, quiet), Upstream(dict(os.environ))
+    store = FdStore(upstream, log)      # what an earlier pyboss of this unit left there
     with contextlib.ExitStack() as cleanup:
         try:
-            listeners = ListenerSet.open(specs, sd.listen_fds(unset=True),
-                                         backlog or 4096, mode)
+            inherited = store.split(sd.listen_fds(unset=True))
+            inherited += store.reusable(specs, inherited)
+            listeners = ListenerSet.open(specs, inherited, backlog or 4096, mode)
             cleanup.callback(listeners.close, True)
             server = ControlServer(path)
             cleanup.callback(server.close)
-            notify = open_notify_socket(os.path.dirname(path))
+            notify = store.notify_receiver(sd.NotifyReceiver) or \
+                open_notify_socket(os.path.dirname(path))
             cleanup.callback(notify.close)
         except (ListenError, ControlError) as e:
             raise UserError(str(e))
+        store.adopt(listeners, specs)
+        store.drain(notify)
+        store.sync(listeners, notify)
         cleanup.pop_all()   # from here the supervisor owns and removes them
     return hand_off(settings, listeners, server, notify, quiet)
 
@@ -196,7 +189,7 @@ def open_notify_socket(directory):
 
 
 def ask(name, control, message):
-    path = control_path(checked_name(name), control)
+    path = control_path(checked_name(name), control, client=True)
     try:
         return request(path, message)
     except ControlError as e:
@@ -276,12 +269,19 @@ def status_command(name, control, as_json):
 
 cli.add_command(units_command)
 cli.add_command(check_command)
+cli.add_command(start_server_command)
 
 
 def main(argv=None):
-    """Entry point: click's errors become one line and exit status 2."""
+    """Entry point: click's errors become one line and exit status 2.
+
+    Run through a link named start_server, pyboss is `pyboss start-server`.
+    """
+    command, prog_name = cli, "pyboss"
+    if os.path.basename(sys.argv[0]) == "start_server":
+        command, prog_name = start_server_command, "start_server"
     try:
-        code = cli.main(args=argv, prog_name="pyboss", standalone_mode=False)
+        code = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as e:
         code = e.exit_code
     except click.exceptions.Abort:

@@ -28,10 +28,22 @@ def runtime_dir():
     return "/tmp/pyboss-%d" % os.geteuid()
 
 
-def control_path(name=None, control=None):
+def control_path(name=None, control=None, client=False):
+    """Where the control socket of pyboss NAME is (client=True: where to look for it).
+
+    A client with neither --control nor $RUNTIME_DIRECTORY (an admin's root shell) also
+    looks in <dir>/NAME/NAME.sock, where the shipped units put it (RuntimeDirectory=
+    pyboss/%N), when <dir>/NAME.sock does not exist.
+    """
     if control:
         return os.path.abspath(control)
-    return os.path.join(runtime_dir(), (name or DEFAULT_NAME) + ".sock")
+    name = name or DEFAULT_NAME
+    path = os.path.join(runtime_dir(), name + ".sock")
+    if client and not os.environ.get("RUNTIME_DIRECTORY") and not os.path.exists(path):
+        unit_path = os.path.join(runtime_dir(), name, name + ".sock")
+        if os.path.exists(unit_path):
+            return unit_path
+    return path
 
 
 class Connection:

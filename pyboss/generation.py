@@ -41,24 +41,37 @@ def is_descendant(pid, ancestor, depth=32):
 
 
 def _exec_child(argv, env, fds, error_fd):
-    """Runs in the forked child: arrange fds 3.. and exec; never returns."""
+    """Runs in the forked child: arrange fds 3.. and exec; never returns.
+
+    fds is a list (placed at 3, 4, ... with LISTEN_PID set), or a dict
+    {child fd: our fd} for layouts other programs expect (start_server's =FD);
+    such a dict may name signals the child starts with ignored (ignored_signals).
+    """
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)   # Python ignores SIGPIPE; exec keeps ignores
+        for sig in getattr(fds, "ignored_signals", ()):
+            signal.signal(sig, signal.SIG_IGN)
         signal.set_wakeup_fd(-1)
-        count = len(fds)
-        high = sd.SD_LISTEN_FDS_START + count + 1
+        explicit = isinstance(fds, dict)
+        layout = fds if explicit else {sd.SD_LISTEN_FDS_START + i: fd for i, fd in enumerate(fds)}
+        count = 0 if explicit else len(layout)      # LISTEN_FDS only for the 3.. layout
+        top = max(list(layout) + [sd.SD_LISTEN_FDS_START - 1])
+        high = top + 2
         # Move everything above the target range first, so no dup2 clobbers a source.
-        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, high) for fd in fds]
+        moved = {target: fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, high)
+                 for target, fd in layout.items()}
         error_high = fcntl.fcntl(error_fd, fcntl.F_DUPFD_CLOEXEC, high)
-        for i, fd in enumerate(moved):
-            os.dup2(fd, sd.SD_LISTEN_FDS_START + i, inheritable=True)
-        error_fd = sd.SD_LISTEN_FDS_START + count
+        for target, fd in moved.items():
+            os.dup2(fd, target, inheritable=True)
+        error_fd = top + 1
         os.dup2(error_high, error_fd, inheritable=False)
         os.closerange(error_fd + 1, 1 << 20)
         if count:
             env["LISTEN_PID"] = str(os.getpid())
+        if "WATCHDOG_USEC" in env:      # the watchdog pyboss offers is the child's own
+            env["WATCHDOG_PID"] = str(os.getpid())
         os.execvpe(argv[0], argv, env)
     except OSError as e:
         try:

@@ -72,7 +72,7 @@ def listen_fds(unset=False):
 
 # What systemd told pyboss is pyboss's own business, not the app's.
 _NOT_INHERITED = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET",
-                  "WATCHDOG_PID", "WATCHDOG_USEC")
+                  "WATCHDOG_PID", "WATCHDOG_USEC", "FDSTORE")
 
 
 def child_env(base, names, notify_socket=None, extra=None):

@@ -15,6 +15,7 @@ from . import sd
 from .generation import DRAINING, Generation, is_descendant
 from .loop import EventLoop
 from .upstream import Upstream
+from .watchdog import Keepalive
 
 STOPPING_MESSAGE = "pyboss is stopping"
 
@@ -50,6 +51,7 @@ class Supervisor(EventLoop):
         self.notify = notify
         self.log = log
         self.upstream = upstream or Upstream()
+        self.keepalive = Keepalive(self)   # EXTEND_TIMEOUT_USEC=, WATCHDOG=1 to systemd
         self.current = None           # the serving generation
         self.pending = None           # the generation starting up, if any
         self.pending_purpose = None   # "start" | "reload"
@@ -89,9 +91,10 @@ class Supervisor(EventLoop):
         self.respawn_timer = None
         self.number += 1
         env = sd.child_env(os.environ, self.listeners.names, self.notify.path,
-                           {"PYBOSS_GENERATION": str(self.number)})
+                           dict(self.keepalive.child_env(), PYBOSS_GENERATION=str(self.number)))
         try:
-            gen = Generation.spawn(self.number, self.settings.argv, env, self.listeners.fds())
+            gen = Generation.spawn(self.number, self.settings.argv, self.child_env(env),
+                                   self.listeners.fds())
         except OSError as e:
             self.log("spawn-failed", "cannot fork: %s" % e.strerror, level="error")
             self.respawn_timer = self.call_later(self.next_backoff(), lambda: self.spawn(purpose))
@@ -101,6 +104,10 @@ class Supervisor(EventLoop):
         self.watch(gen.exec_fd, lambda: self.on_exec(gen))
         gen.deadline_timer = self.call_later(self.settings.ready_timeout, lambda: self.on_ready_timeout(gen))
         self.log("spawn", "%s started for %s" % (gen, purpose), generation=gen.number, pid=gen.pid)
+
+    def child_env(self, env):
+        """A hook: the environment generation self.number gets (start_server adds its own)."""
+        return env
 
     def on_exec(self, gen):
         self.unwatch(gen.exec_fd)
@@ -140,6 +147,7 @@ class Supervisor(EventLoop):
                 continue
             if "STATUS" in fields:
                 gen.status_text = fields["STATUS"]
+            self.keepalive.on_notify(gen, fields)
             if fields.get("READY") == "1" and gen is self.pending and not self.stopping:
                 self.promote(gen)
 

@@ -15,7 +15,6 @@ import click
 
 from .errors import UserError
 from .listeners import ListenError, parse_spec
-from .unitcheck import check_command  # noqa: F401  (registered in cli.py)
 
 # Unit name prefix and pyboss --name at once: no '@' (that would make an instance).
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
@@ -185,13 +184,19 @@ def service_unit(name, sockets, exec_argv, reload_argv, exec_values, home_paths)
               "ExecReload=%s" % " ".join(systemd_quote(a) for a in reload_argv),
               "# pyboss's control socket lives here ($RUNTIME_DIRECTORY).",
               "RuntimeDirectory=pyboss/%N", "RuntimeDirectoryMode=0700",
+              "# Kept across restarts: pyboss's notify socket in it comes back from the fd",
+              "# store, so what an app sent while pyboss restarted is not lost.",
+              "RuntimeDirectoryPreserve=restart",
               "# Listeners bound by pyboss and its notify socket survive a pyboss crash here.",
               "FileDescriptorStoreMax=16",
               "Restart=on-failure", "RestartSec=1s",
               "TimeoutStartSec=%s" % seconds(ready_timeout + START_MARGIN),
               "TimeoutStopSec=%s" % seconds(stop_after + STOP_MARGIN),
-              "# Should pyboss die, systemd SIGTERMs the app (KillMode=mixed would SIGKILL",
-              "# it and lose in-flight requests), and the app drains.",
+              "# Should pyboss die, systemd SIGTERMs the app, which drains. Measured with",
+              "# pyboss SIGKILLed 3 times under load (8 clients, 20 ms requests, 2 runs):",
+              "# mixed lost 21 and 24 requests (systemd SIGKILLs the app mid-request);",
+              "# control-group lost none, worst latency 0.34s; process lost none but left",
+              "# every killed pyboss's app running unsupervised.",
               "KillMode=control-group", ""]
     user = "DynamicUser=yes\n"
     unreachable = unreachable_by_others(home_paths)

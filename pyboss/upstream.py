@@ -15,10 +15,10 @@ class Upstream:
     def active(self):
         return bool(self.socket_path)
 
-    def send(self, *lines):
+    def send(self, *lines, fds=()):
         if self.socket_path:
             try:
-                sd.notify("\n".join(lines), socket_path=self.socket_path, block=False)
+                sd.notify("\n".join(lines), fds=fds, socket_path=self.socket_path, block=False)
             except OSError:
                 pass    # the manager is gone or not reading; serving goes on
 

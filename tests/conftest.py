@@ -2,6 +2,8 @@ import pytest
 
 from pyboss_testing import Pyboss, write_app
 
+pytest_plugins = ["systemd_harness"]     # fixtures: systemd_ns, systemd_254
+
 
 @pytest.fixture
 def start_pyboss(tmp_path):

@@ -153,3 +153,15 @@ def test_the_readme_tour_reloads_once_with_no_failed_request():
     assert "reload --wait: exit 0" in result.stdout
     assert ", 0 failed" in result.stdout
     assert "stopped: pyboss exited with status 0" in result.stdout
+
+
+def test_notify_to_a_vanished_supervisor_is_reported_not_raised(tmp_path):
+    gone = tmp_path / "gone.notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(gone))
+    sock.close()                   # the file stays, nobody reads: ECONNREFUSED
+    code = "import pyboss\nprint(pyboss.ready(), pyboss.status('x'), pyboss.stopping())\n"
+    result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True,
+                            env=dict(os.environ, NOTIFY_SOCKET=str(gone)), timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False", "False"]

@@ -24,7 +24,8 @@ def run_exec(tmp_path, *args, user=None):
      "e.g. pyboss exec --listen :8080 -- myapp"),
     (["--bogus", "--", "true"], "--bogus"),   # click's wording varies by version
     (["--drain-signal", "FOO", "--", "true"], "Invalid value for '--drain-signal': unknown "
-     "signal 'FOO': use a name like TERM, INT, QUIT, HUP or a number (see 'pyboss exec --help')"),
+     "signal 'FOO': use a name like TERM, INT, QUIT, HUP (with or without SIG, any case) or a "
+     "number (see 'pyboss exec --help')"),
     (["--ready-after", "5", "--ready-timeout", "2", "--", "true"],
      "--ready-after 5 must be shorter than --ready-timeout 2"),
     (["--listen", "a=:0", "--listen", "a=:0", "--", "true"], "listener name 'a' given twice: names must be unique"),

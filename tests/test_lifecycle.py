@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from pyboss_testing import (PYBOSS, TIMEOUT, Load, Pyboss, children, http_get, open_fds,
-                            pid_alive, wait_until, write_app)
+                            pid_alive, wait_until)
 
 CHILD_REPORT = r"""
 import json, os, sys

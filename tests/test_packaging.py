@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from systemd_harness import systemd_ns  # noqa: F401 (fixture)
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 PACKAGING = CHECKOUT / "packaging"

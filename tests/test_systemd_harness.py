@@ -6,9 +6,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from systemd_harness import (  # noqa: F401 (fixtures)
-    SystemdNamespace, processes_in, python_executable, remove_orphaned_namespaces, running,
-    systemd_254, systemd_ns)
+from systemd_harness import (SystemdNamespace, processes_in, python_executable,
+                             remove_orphaned_namespaces, running)
 
 # A stdlib service: serves HTTP on the socket systemd hands it, or binds one itself and
 # pushes it into the fd store. Each response says where the socket came from and its inode.

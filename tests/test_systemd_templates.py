@@ -5,7 +5,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-from systemd_harness import systemd_ns  # noqa: F401 (fixture)
 
 UNITS = Path(__file__).resolve().parent.parent / "units"
 

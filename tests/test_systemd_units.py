@@ -2,7 +2,6 @@
 import json
 import sys
 
-from systemd_harness import systemd_ns  # noqa: F401 (fixture)
 from unit_tools import pyboss
 
 
