@@ -4,8 +4,6 @@ import os
 import re
 import socket
 import stat
-from dataclasses import dataclass, field
-from typing import List, Optional
 
 SPEC_FORMS = ("PORT, HOST:PORT, [V6]:PORT, tcp://HOST:PORT, udp://HOST:PORT, "
               "unix:/PATH or unix:@NAME")
@@ -16,13 +14,23 @@ class ListenError(Exception):
     """A listener cannot be had; the message names the problem and the fix."""
 
 
-@dataclass(frozen=True)
 class ListenSpec:
-    name: str
-    kind: str            # tcp | udp | unix
-    host: str = ""       # tcp/udp; "" means every address
-    port: int = 0
-    path: str = ""       # unix; "@name" is abstract
+    """What --listen asked for: kind tcp | udp | unix; host "" means every address;
+    a unix path starting with "@" is abstract."""
+    __slots__ = ("name", "kind", "host", "port", "path")
+
+    def __init__(self, name, kind, host="", port=0, path=""):
+        self.name, self.kind, self.host, self.port, self.path = name, kind, host, port, path
+
+    def __eq__(self, other):
+        return isinstance(other, ListenSpec) and all(
+            getattr(self, a) == getattr(other, a) for a in self.__slots__)
+
+    def __hash__(self):
+        return hash(tuple(getattr(self, a) for a in self.__slots__))
+
+    def __repr__(self):
+        return "ListenSpec(%s)" % ", ".join("%s=%r" % (a, getattr(self, a)) for a in self.__slots__)
 
     def __str__(self):
         if self.kind == "unix":
@@ -78,13 +86,13 @@ def describe(sock):
     return proto, "%s:%d" % (addr[0], addr[1])
 
 
-@dataclass(eq=False)
 class Listener:
-    name: str
-    sock: socket.socket
-    origin: str                      # bound | inherited
-    created_path: Optional[str] = None
-    created_inode: Optional[int] = None
+    """One listening socket; origin is "bound" (by pyboss) or "inherited"."""
+
+    def __init__(self, name, sock, origin, created_path=None, created_inode=None):
+        self.name, self.sock, self.origin = name, sock, origin
+        # A unix socket file pyboss created, removed on the final stop if still the same.
+        self.created_path, self.created_inode = created_path, created_inode
 
     def fileno(self):
         return self.sock.fileno()
@@ -205,10 +213,11 @@ def adopt(fd, name):
     return Listener(name, socket.socket(fileno=fd), "inherited")
 
 
-@dataclass
 class ListenerSet:
     """The sockets every generation gets, in the order they get them (fd 3, 4, ...)."""
-    listeners: List[Listener] = field(default_factory=list)
+
+    def __init__(self, listeners=None):
+        self.listeners = list(listeners or [])
 
     @classmethod
     def open(cls, specs, inherited=(), backlog=socket.SOMAXCONN, mode=None):

@@ -2,12 +2,17 @@
 import os
 import sys
 
-try:
-    from systemd import journal as _journal
-except ImportError:          # the optional extra pyboss[systemd] is not installed
-    _journal = None
-
 PRIORITY = {"error": 3, "warning": 4, "info": 6, "debug": 7}
+
+
+def _journal():
+    # Imported only when stderr is the journal: it brings logging, uuid and more, which
+    # a supervisor that logs to a terminal or a file has no use for.
+    try:
+        from systemd import journal
+    except ImportError:      # the optional extra pyboss[systemd] is not installed
+        return None
+    return journal
 
 
 def _stderr_is_journal():
@@ -24,7 +29,7 @@ class EventLog:
     def __init__(self, name, quiet=False):
         self.name = name
         self.quiet = quiet
-        self.journal = _journal if (_journal and _stderr_is_journal()) else None
+        self.journal = _journal() if _stderr_is_journal() else None
 
     def __call__(self, event, message, level="info", generation=None, pid=None, **fields):
         if self.quiet and level in ("info", "debug"):

@@ -10,8 +10,8 @@ import re
 import resource
 import signal
 import socket
-from dataclasses import dataclass, field
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 from .listeners import ListenError, ListenerSet, ListenSpec, Listener, bind
 
@@ -131,10 +131,12 @@ class ChildFds(dict):
     ignored_signals = (signal.SIGPIPE,)
 
 
-@dataclass
 class StarterListeners(ListenerSet):
     """Listeners laid out in the child at start_server's fd numbers, not at 3, 4, ..."""
-    targets: List[int] = field(default_factory=list)
+
+    def __init__(self, listeners=None, targets=None):
+        super().__init__(listeners)
+        self.targets = list(targets or [])
 
     @classmethod
     def open_specs(cls, specs, backlog):

@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import sys
-from dataclasses import asdict
 
 from .control import ControlServer
 from .listeners import Listener, ListenerSet
@@ -28,7 +27,7 @@ def _inherit(sock):
 def hand_off(settings, listeners, control, notify, quiet):
     """exec() the supervisor; returns only if that is impossible (then run it here)."""
     state = {
-        "settings": asdict(settings), "quiet": quiet,
+        "settings": settings.as_dict(), "quiet": quiet,
         "listeners": [{"fd": _inherit(l.sock), "name": l.name, "origin": l.origin,
                        "created_path": l.created_path, "created_inode": l.created_inode}
                       for l in listeners],
