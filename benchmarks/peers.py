@@ -8,7 +8,6 @@
   the old worker as soon as it has forked the new one, so that is the later event);
 - app alone: no supervisor, no reload; the throughput baseline and the memory floor.
 """
-import json
 import os
 import signal
 import socket
@@ -17,6 +16,7 @@ import sys
 import time
 
 from benchmarks import install, procfs
+from pyboss import control
 from benchmarks.load import request_once, wait_until_serving
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,18 +159,8 @@ class Pyboss(Peer):
                              "exit %d%s" % (done.returncode, ": " + message if message else ""))
 
     def ask(self, request, timeout=30.0):
-        """One JSON line to the control socket, one back: what the CLI does, minus its start."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(timeout)
-            conn.connect(self.control)
-            conn.sendall(json.dumps(request).encode() + b"\n")
-            reply = b""
-            while not reply.endswith(b"\n"):
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                reply += chunk
-        return json.loads(reply or b"{}")
+        """One request on the control socket: what the CLI does, minus its start."""
+        return control.request(self.control, request, timeout) or {}
 
     def reload_via_socket(self, timeout=30.0):
         began = time.monotonic()

@@ -63,7 +63,22 @@ class Notifications:
         self.sock.close()
 
 
-class Pyboss:
+class LoggedProcess:
+    """A process under test whose output goes to self.log_path, with an upstream notify
+    socket; subclasses set proc, log, log_path and upstream."""
+
+    def output(self):
+        self.log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def close(self):
+        terminate(self.proc)
+        self.log.close()
+        self.upstream.close()
+
+
+class Pyboss(LoggedProcess):
     """One `pyboss exec` under test, with its control socket in a temp dir."""
 
     def __init__(self, tmp_path, command, *options, listen=("127.0.0.1:0",), env=None,
@@ -113,15 +128,6 @@ class Pyboss:
         self.proc.wait(TIMEOUT)
         return result
 
-    def output(self):
-        self.log.flush()
-        with open(self.log_path) as f:
-            return f.read()
-
-    def close(self):
-        terminate(self.proc)
-        self.log.close()
-        self.upstream.close()
 
 
 def terminate(proc):

@@ -6,7 +6,7 @@ import signal
 import socket
 import subprocess
 
-from pyboss_testing import PYBOSS, PYTHON, TIMEOUT, Notifications, terminate, wait_until
+from pyboss_testing import PYBOSS, PYTHON, TIMEOUT, LoggedProcess, Notifications, wait_until
 
 APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps", "starter_app.py")
 
@@ -45,7 +45,7 @@ def ports_of(server_starter_port):
     return {k: int(v) for k, _, v in (e.rpartition("=") for e in server_starter_port.split(";"))}
 
 
-class StartServer:
+class StartServer(LoggedProcess):
     """`pyboss start-server ARGS -- python starter_app.py FLAGS_FILE` in directory d."""
 
     def __init__(self, d, *args, flags="", wait=True, env=None, command=None, perl=False):
@@ -98,12 +98,3 @@ class StartServer:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(TIMEOUT)
 
-    def output(self):
-        self.log.flush()
-        with open(self.log_path) as f:
-            return f.read()
-
-    def close(self):
-        terminate(self.proc)
-        self.log.close()
-        self.upstream.close()

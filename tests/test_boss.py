@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from pyboss_testing import PYTHON, TIMEOUT, Load, Notifications, http_get, pid_alive, wait_until
+from pyboss_testing import (PYTHON, TIMEOUT, Load, Notifications, http_get, pid_alive, terminate,
+                            wait_until)
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 
@@ -48,13 +49,7 @@ def processes():
     started = []
     yield started
     for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc)
 
 
 def test_bypass_runs_main_directly_with_the_programs_own_options(tmp_path, processes):
