@@ -19,17 +19,13 @@ import os
 import socket
 import stat
 
+from .listeners import bind_address
+from .sd import address_text
+
 PREFIX = "pyboss+"
 LISTENER_PREFIX = PREFIX + "listener+"
 NOTIFY_NAME = PREFIX + "notify"
 FDNAME_MAX = 255        # systemd refuses longer FDNAME= values
-
-
-def _unix_path(address):
-    if isinstance(address, bytes):
-        return "@" + address[1:].decode(errors="replace") if address[:1] == b"\0" else \
-            address.decode(errors="replace")
-    return address
 
 
 def _is_socket_file(path):
@@ -53,16 +49,6 @@ def _peek(fd):
         sock.detach()
 
 
-def _bind_address(spec, socktype):
-    """The (family, host) bind() would use for spec, as listeners.bind picks it."""
-    infos = socket.getaddrinfo(spec.host or None, spec.port, socket.AF_UNSPEC, socktype, 0,
-                               socket.AI_PASSIVE)
-    if not spec.host and socket.has_ipv6:
-        infos.sort(key=lambda info: info[0] != socket.AF_INET6)
-    family, _, _, _, sockaddr = infos[0]
-    return family, sockaddr[0]
-
-
 def matches(spec, fd):
     """Whether the stored socket on fd is what --listen spec asks for, and still reachable."""
     found = _peek(fd)
@@ -70,7 +56,7 @@ def matches(spec, fd):
         return False
     family, socktype, address = found
     if spec.kind == "unix":
-        path = _unix_path(address)
+        path = address_text(address)
         if family != socket.AF_UNIX or socktype != socket.SOCK_STREAM or path != spec.path:
             return False
         # A clean stop unlinks the file, and systemd removes a RuntimeDirectory= on
@@ -82,7 +68,7 @@ def matches(spec, fd):
     if spec.port and address[1] != spec.port:
         return False        # port 0 (ephemeral): any port pyboss got last time will do
     try:
-        bind_family, host = _bind_address(spec, want)
+        bind_family, _, _, (host, *_) = bind_address(spec)
     except (OSError, UnicodeError):
         return False
     return bind_family == family and \
@@ -150,7 +136,7 @@ class FdStore:
             found = _peek(fd)
             if not found or found[:2] != (socket.AF_UNIX, socket.SOCK_DGRAM):
                 continue
-            path = _unix_path(found[2])
+            path = address_text(found[2])
             if not path or not (path.startswith("@") or _is_socket_file(path)):
                 continue
             self.used.add(fd)

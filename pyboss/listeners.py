@@ -5,6 +5,8 @@ import re
 import socket
 import stat
 
+from .sd import address_text
+
 SPEC_FORMS = ("PORT, HOST:PORT, [V6]:PORT, tcp://HOST:PORT, udp://HOST:PORT, "
               "unix:/PATH or unix:@NAME")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,255}$")
@@ -77,8 +79,7 @@ def describe(sock):
     family, kind = sock.family, sock.type
     addr = sock.getsockname()
     if family == socket.AF_UNIX:
-        if isinstance(addr, bytes):
-            addr = "@" + addr[1:].decode(errors="replace") if addr[:1] == b"\0" else addr.decode()
+        addr = address_text(addr)
         return ("unix" if kind == socket.SOCK_STREAM else "unix-dgram"), addr or "(unnamed)"
     proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
     if family == socket.AF_INET6:
@@ -105,18 +106,25 @@ class Listener:
         return {"name": self.name, "kind": kind, "address": address, "origin": self.origin}
 
 
-def _tcp_or_udp(spec, backlog):
+def bind_address(spec):
+    """(family, socktype, proto, sockaddr) that a tcp/udp spec binds; socket.gaierror if
+    its host does not resolve. The fd store asks the same to recognise a stored socket."""
     socktype = socket.SOCK_DGRAM if spec.kind == "udp" else socket.SOCK_STREAM
-    host = spec.host or None
-    try:
-        infos = socket.getaddrinfo(host, spec.port, socket.AF_UNSPEC, socktype, 0,
-                                   socket.AI_PASSIVE)
-    except socket.gaierror as e:
-        raise ListenError("cannot resolve %r for %s: %s" % (spec.host, spec, e.strerror))
-    if host is None and socket.has_ipv6:
+    infos = socket.getaddrinfo(spec.host or None, spec.port, socket.AF_UNSPEC, socktype, 0,
+                               socket.AI_PASSIVE)
+    if not spec.host and socket.has_ipv6:
         # Every address, both families on one socket, as systemd's ListenStream=PORT does.
         infos.sort(key=lambda info: info[0] != socket.AF_INET6)
     family, _, proto, _, sockaddr = infos[0]
+    return family, socktype, proto, sockaddr
+
+
+def _tcp_or_udp(spec, backlog):
+    host = spec.host or None
+    try:
+        family, socktype, proto, sockaddr = bind_address(spec)
+    except socket.gaierror as e:
+        raise ListenError("cannot resolve %r for %s: %s" % (spec.host, spec, e.strerror))
     sock = socket.socket(family, socktype | socket.SOCK_CLOEXEC, proto)
     try:
         if family == socket.AF_INET6 and host is None:

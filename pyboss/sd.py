@@ -18,6 +18,14 @@ def monotonic_usec():
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
 
 
+def address_text(addr):
+    """A unix socket address as operators write it: a path, or "@name" if abstract."""
+    if isinstance(addr, bytes):
+        return "@" + addr[1:].decode(errors="replace") if addr[:1] == b"\0" else \
+            addr.decode(errors="replace")
+    return addr
+
+
 def _address(path):
     # '@' marks the abstract namespace, which the kernel spells with a NUL.
     return "\0" + path[1:] if path.startswith("@") else path
@@ -112,10 +120,7 @@ class NotifyReceiver:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         sock.setblocking(False)
         self.sock = sock
-        name = sock.getsockname()
-        if isinstance(name, bytes):
-            name = "@" + name[1:].decode()
-        self.path = name
+        self.path = address_text(sock.getsockname())
 
     def fileno(self):
         return self.sock.fileno()
