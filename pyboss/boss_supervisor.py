@@ -19,16 +19,6 @@ from .control import ControlError, ControlServer, control_path, request
 from .supervisor import Supervisor
 
 
-class RequestKeepingControlServer(ControlServer):
-    """Leaves each request on its connection: a reload carries the new command."""
-
-    def read_request(self, conn):
-        found = ControlServer.read_request(conn)
-        if found is not None:
-            conn.request = found
-        return found
-
-
 class BossSupervisor(Supervisor):
     def __init__(self, settings, listeners, control, notify, log, cwd):
         super().__init__(settings, listeners, control, notify, log)
@@ -37,7 +27,7 @@ class BossSupervisor(Supervisor):
         self.spawned = None           # what the pending generation runs
 
     def request_reload(self, waiter=None):
-        request_ = getattr(waiter, "request", None) or {}
+        request_ = (waiter.request if waiter is not None else None) or {}
         argv, cwd = request_.get("argv"), request_.get("cwd")
         if argv is not None:
             if not (isinstance(argv, list) and argv and isinstance(cwd, str)
@@ -102,7 +92,7 @@ def start(boss):
                   "--pyboss=reload or --pyboss=stop" % (running.get("pid"), path),
                   EXIT_ALREADY_RUNNING)
     try:
-        control = RequestKeepingControlServer(path)
+        control = ControlServer(path)
     except ControlError as e:
         boss.fail(str(e), EXIT_ALREADY_RUNNING if "already running" in str(e) else EXIT_USAGE)
     try:

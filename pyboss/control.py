@@ -50,6 +50,7 @@ class Connection:
     def __init__(self, sock):
         self.sock = sock
         self.buffer = b""
+        self.request = None     # the parsed request, for whoever answers it later
 
     def fileno(self):
         return self.sock.fileno()
@@ -164,7 +165,8 @@ class ControlServer:
             if not isinstance(request, dict):
                 raise ValueError
         except ValueError:
-            return {"command": None}
+            request = {"command": None}
+        conn.request = request
         return request
 
     def close(self):
