@@ -16,7 +16,7 @@ import sys
 import time
 
 from benchmarks import install, procfs
-from pyboss import control
+from pyboss.supervisor import control
 from benchmarks.load import request_once, wait_until_serving
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -85,6 +85,6 @@ def status(text):
 def __getattr__(name):
     # pyboss.Boss loads on first use: an app that only calls ready() imports nothing more.
     if name == "Boss":
-        from .boss import Boss
+        from .dropins.boss import Boss
         return Boss
     raise AttributeError("module 'pyboss' has no attribute %r" % name)

@@ -161,9 +161,9 @@ def test_exit_statuses_are_deterministic(tmp_path, args, code, message):
 
 
 def test_import_pyboss_stays_light_and_boss_loads_on_first_use():
-    probe = subprocess.run([PYTHON, "-c", "import sys, pyboss; light = 'pyboss.boss' not in "
+    probe = subprocess.run([PYTHON, "-c", "import sys, pyboss; light = 'pyboss.dropins.boss' not in "
                             "sys.modules and 'click' not in sys.modules; pyboss.Boss; "
-                            "print(light, 'pyboss.boss' in sys.modules)"],
+                            "print(light, 'pyboss.dropins.boss' in sys.modules)"],
                            capture_output=True, text=True, timeout=TIMEOUT)
     assert probe.stdout.split() == ["True", "True"], probe.stderr
 

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from pyboss.fdstore import matches
+from pyboss.systemd.fdstore import matches
 from pyboss.listeners import bind, parse_spec
 
 

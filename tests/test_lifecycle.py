@@ -191,7 +191,7 @@ def test_control_socket_refuses_other_users(start_pyboss, app):
 
 
 def test_no_zombies_and_no_fd_leak_across_a_thousand_reloads(start_pyboss, tmp_path):
-    from pyboss.control import request
+    from pyboss.supervisor.control import request
     boss = start_pyboss(["sleep", "3600"], "--ready-after", "0", "--drain-timeout", "5",
                         listen=("127.0.0.1:0", "unix:%s" % (tmp_path / "s.sock")))
     for _ in range(20):          # warm up: the first reloads may allocate for good
@@ -224,7 +224,7 @@ def test_supervisor_hands_off_to_a_lean_process_image_keeping_its_pid(start_pybo
     with open("/proc/%d/cmdline" % boss.pid, "rb") as f:
         cmdline = f.read().split(b"\0")
     # The pid that was started is the supervisor (systemd's MAINPID never changes), but
-    # its image is pyboss.supervise: click parsed the options and was left behind.
+    # its image is pyboss.supervisor.supervise: click parsed the options and was left behind.
     assert boss.status()["pid"] == boss.pid
-    assert b"from pyboss.supervise import main" in cmdline[2]
+    assert b"from pyboss.supervisor.supervise import main" in cmdline[2]
     assert cmdline[4:6] == [b"pyboss-exec", b"pyboss"]

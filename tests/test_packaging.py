@@ -136,7 +136,7 @@ def test_deb_ships_command_units_man_pages_and_completions(deb):
     files = {line.split()[-1].lstrip(".") for line in listing.splitlines()}
     expected = {
         "/usr/bin/pyboss",
-        "/%s/pyboss/supervisor.py" % SITE,
+        "/%s/pyboss/supervisor/core.py" % SITE,
         "/%s/pyboss/demo.py" % SITE,
         "/lib/systemd/system/pyboss@.service",
         "/lib/systemd/system/pyboss@.socket",

@@ -26,7 +26,7 @@ def expected_files(site_packages):
 
     files = {
         "/usr/bin/pyboss",
-        site_packages + "/pyboss/supervisor.py",
+        site_packages + "/pyboss/supervisor/core.py",
         "/usr/lib/systemd/system/pyboss@.service",
         "/usr/lib/systemd/system/pyboss@.socket",
         "/usr/share/bash-completion/completions/pyboss",

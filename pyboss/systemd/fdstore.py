@@ -19,8 +19,8 @@ import os
 import socket
 import stat
 
-from .listeners import bind_address
-from .sd import address_text
+from ..listeners import bind_address
+from ..sd import address_text
 
 PREFIX = "pyboss+"
 LISTENER_PREFIX = PREFIX + "listener+"

@@ -13,7 +13,7 @@ import socket
 from dataclasses import dataclass
 from typing import Optional
 
-from .listeners import ListenError, ListenerSet, ListenSpec, Listener, bind
+from ..listeners import ListenError, ListenerSet, ListenSpec, Listener, bind
 
 PORT_FORMS = "PORT, HOST:PORT or [V6]:PORT, 'u' before PORT for UDP, '=FD' after it to choose the fd"
 _PORT_ONLY = re.compile(r"^\s*(u?)(\d+)(?:\s*=(\d+))?\s*$")

@@ -9,11 +9,11 @@ import signal
 import time
 from collections import deque
 
-from . import sd
+from .. import sd
 from .generation import DRAINING, Generation, is_descendant
 from .loop import EventLoop
-from .upstream import Upstream
-from .watchdog import Keepalive
+from ..systemd.upstream import Upstream
+from ..systemd.watchdog import Keepalive
 
 STOPPING_MESSAGE = "pyboss is stopping"
 

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import click
-from .errors import UserError
+from ..errors import UserError
 
 # The defaults of `pyboss exec` and of systemd, for options and keys left out.
 PYBOSS_DEFAULTS = {"--ready-timeout": 60.0, "--stop-timeout": 30.0}

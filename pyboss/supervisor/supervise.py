@@ -11,10 +11,10 @@ import socket
 import sys
 
 from .control import ControlServer
-from .listeners import Listener, ListenerSet
+from ..listeners import Listener, ListenerSet
 from .log import EventLog
-from .sd import NotifyReceiver
-from .supervisor import Settings, Supervisor
+from ..sd import NotifyReceiver
+from .core import Settings, Supervisor
 
 HANDOFF = "PYBOSS_HANDOFF"
 
@@ -36,9 +36,9 @@ def hand_off(settings, listeners, control, notify, quiet):
         "notify": {"fd": _inherit(notify.sock), "bound_path": notify.bound_path,
                    "private_dir": notify.private_dir},
     }
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     os.environ[HANDOFF] = json.dumps(state)
-    code = "import sys; sys.path.insert(0, sys.argv.pop(1)); from pyboss.supervise import main; main()"
+    code = "import sys; sys.path.insert(0, sys.argv.pop(1)); from pyboss.supervisor.supervise import main; main()"
     try:
         os.execv(sys.executable, [sys.executable, "-c", code, package_parent,
                                   "pyboss-exec", settings.name])

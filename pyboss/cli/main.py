@@ -9,19 +9,19 @@ import time
 
 import click
 
-from . import __version__, sd
-from .errors import UserError
-from .options import SECONDS, SignalType
-from .control import ControlError, ControlServer, control_path, request
-from .listeners import ListenError, ListenerSet, parse_spec
-from .fdstore import FdStore
-from .log import EventLog
-from .supervise import hand_off
-from .supervisor import Settings
-from .unitcheck import check_command
-from .unitgen import units_command
-from .start_server import start_server_command
-from .upstream import Upstream
+from .. import __version__, sd
+from ..errors import UserError
+from ..options import SECONDS, SignalType
+from ..supervisor.control import ControlError, ControlServer, control_path, request
+from ..listeners import ListenError, ListenerSet, parse_spec
+from ..systemd.fdstore import FdStore
+from ..supervisor.log import EventLog
+from ..supervisor.supervise import hand_off
+from ..supervisor.core import Settings
+from .check import check_command
+from .units import units_command
+from ..dropins.start_server import start_server_command
+from ..systemd.upstream import Upstream
 
 _NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
 

@@ -14,9 +14,9 @@ import os
 import signal
 import time
 
-from .log import EventLog
+from ..supervisor.log import EventLog
 from .starter_files import ignore_enoent, load_envdir, write_status_file
-from .supervisor import Supervisor
+from ..supervisor.core import Supervisor
 
 NEVER = 1e6          # seconds; start_server never SIGKILLs, the timers are cancelled
 AUTO_RESTART_TICK = 1.0

@@ -1,7 +1,7 @@
 """What pyboss tells its own service manager (systemd) through sd_notify."""
 import os
 
-from . import sd
+from .. import sd
 
 
 class Upstream:

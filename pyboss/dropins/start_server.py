@@ -2,7 +2,7 @@
 
 Same options, defaults and environment variables; children get the same
 SERVER_STARTER_PORT and SERVER_STARTER_GENERATION. Installed as a link named
-start_server, pyboss behaves as this command (see pyboss.cli.main).
+start_server, pyboss behaves as this command (see pyboss.cli.main.main).
 """
 import os
 import shutil
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import click
 
-from . import __version__
-from .errors import UserError
-from .options import SECONDS, SignalType
-from .listeners import ListenError
+from .. import __version__
+from ..errors import UserError
+from ..options import SECONDS, SignalType
+from ..listeners import ListenError
 from .starter_files import PidFile, StarterError, restart_server, stop_server
 from .starter_ports import StarterListeners, parse_path, parse_port
 
@@ -186,8 +186,8 @@ def daemonize_now():
 
 def open_runtime(control):
     """The control socket and pyboss's NOTIFY_SOCKET, plus a private directory to remove."""
-    from .cli import open_notify_socket
-    from .control import ControlServer, runtime_dir
+    from ..cli.main import open_notify_socket
+    from ..supervisor.control import ControlServer, runtime_dir
     private = None
     if control is None:
         base = runtime_dir()
@@ -213,10 +213,10 @@ def open_runtime(control):
 
 def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_hup,
           signal_on_term, pid_file, log_file, daemonize, backlog, control, quiet, options):
-    from .cli import check_executable
-    from .control import ControlError
+    from ..cli.main import check_executable
+    from ..supervisor.control import ControlError
     from .starter_supervisor import NEVER, StarterLog, StarterSupervisor
-    from .supervisor import Settings
+    from ..supervisor.core import Settings
     try:
         specs = [parse_port(p) for p in ports] + [parse_path(p) for p in paths]
     except ListenError as e:

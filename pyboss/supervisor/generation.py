@@ -4,7 +4,7 @@ import os
 import signal
 import time
 
-from . import sd
+from .. import sd
 
 STARTING, SERVING, DRAINING, EXITED = "starting", "serving", "draining", "exited"
 

@@ -1,9 +1,9 @@
 """Render roff man pages from the click command definitions.
 
 The packages build pyboss(1) and one pyboss-SUBCOMMAND(1) page per subcommand
-from ``pyboss.cli:cli`` so that the pages can never drift from ``--help``:
+from ``pyboss.cli.main:cli`` so that the pages can never drift from ``--help``:
 
-    python3 -m pyboss.manpage OUTPUT_DIR [--version VERSION]
+    python3 -m pyboss.cli.manpage OUTPUT_DIR [--version VERSION]
 
 The date on the pages comes from SOURCE_DATE_EPOCH when it is set (as the
 Debian, RPM and Arch builds do), so rebuilding the same source gives the same
@@ -155,7 +155,7 @@ def installed_version():
 @click.option("--version", "version", default=None, help="Version printed in the page footer.")
 def main(output_dir, version):
     """Write pyboss(1) and pyboss-COMMAND(1) man pages into OUTPUT_DIR."""
-    from pyboss.cli import cli
+    from pyboss.cli.main import cli
 
     for path in write_pages(cli, output_dir, version or installed_version()):
         click.echo(str(path))

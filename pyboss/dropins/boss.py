@@ -24,7 +24,7 @@ import socket
 import sys
 import threading
 
-from . import sd
+from .. import sd
 
 MODES = ("bypass", "start", "reload", "stop", "status")
 KINDS = ("tcp", "udp", "unix")
@@ -218,7 +218,7 @@ class Boss:
 
     def open_sockets(self):
         """Bypass: bind (or adopt fd:N / systemd's named fds). Child: the supervisor's fds."""
-        from .listeners import ListenError, ListenerSet, adopt, parse_spec
+        from ..listeners import ListenError, ListenerSet, adopt, parse_spec
         inherited = {name: fd for fd, name in sd.listen_fds(unset=True)}
         for l in self.listeners.values():
             try:

@@ -15,8 +15,8 @@ import os
 import sys
 
 from .boss import EXIT_ALREADY_RUNNING, EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE
-from .control import ControlError, ControlServer, control_path, request
-from .supervisor import Supervisor
+from ..supervisor.control import ControlError, ControlServer, control_path, request
+from ..supervisor.core import Supervisor
 
 
 class BossSupervisor(Supervisor):
@@ -80,11 +80,11 @@ def _ask(boss, message):
 
 
 def start(boss):
-    from .cli import open_notify_socket
-    from .listeners import ListenError, ListenerSet, parse_spec
-    from .log import EventLog
-    from . import sd
-    from .supervisor import Settings
+    from ..cli.main import open_notify_socket
+    from ..listeners import ListenError, ListenerSet, parse_spec
+    from ..supervisor.log import EventLog
+    from .. import sd
+    from ..supervisor.core import Settings
     path = control_path(boss.name)
     running = _status(path)
     if running is not None:
@@ -143,7 +143,7 @@ def stop(boss):
 
 
 def status(boss):
-    from .cli import status_command
+    from ..cli.main import status_command
     path = control_path(boss.name)
     if _status(path) is None:
         _ask(boss, {"command": "status"})      # says it is not running, exits 3
