@@ -1,7 +1,10 @@
 """Option types shared by pyboss's commands."""
+import os
 import signal
 
 import click
+
+from .errors import UserError
 
 SECONDS = click.FloatRange(min=0)
 
@@ -21,3 +24,18 @@ class SignalType(click.ParamType):
         except KeyError:
             self.fail("unknown signal %r: use a name like TERM, INT, QUIT, HUP (with or "
                       "without SIG, any case) or a number" % value, param, ctx)
+
+
+def check_executable(program):
+    """Refuse a COMMAND that cannot run before binding anything (exec reports it again
+    on every later spawn, when a new build may have broken it)."""
+    if "/" in program:
+        candidates = [program]
+    else:
+        candidates = [os.path.join(d or ".", program)
+                      for d in os.environ.get("PATH", os.defpath).split(os.pathsep)]
+    found = [c for c in candidates if os.path.isfile(c)]
+    if not found:
+        raise UserError("cannot execute %s: No such file or directory" % program)
+    if not any(os.access(c, os.X_OK) for c in found):
+        raise UserError("cannot execute %s: Permission denied" % program)

@@ -15,6 +15,7 @@ import click
 
 from ..errors import UserError
 from ..listeners import ListenError, parse_spec
+from .exec import exec_command
 
 # Unit name prefix and pyboss --name at once: no '@' (that would make an instance).
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
@@ -217,7 +218,6 @@ def seconds(value):
 
 def validated_exec_values(exec_options, command):
     """Parse the passed-through options exactly as `pyboss exec` would; its values."""
-    from .main import exec_command  # here, not at import: cli.py registers this module
     try:
         ctx = exec_command.make_context("pyboss exec", list(exec_options) + ["--"]
                                         + list(command))

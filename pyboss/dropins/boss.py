@@ -25,13 +25,10 @@ import sys
 import threading
 
 from .. import sd
+from .boss_exits import EXIT_ALREADY_RUNNING, EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE  # noqa: F401
 
 MODES = ("bypass", "start", "reload", "stop", "status")
 KINDS = ("tcp", "udp", "unix")
-
-# Exit statuses, the same for every program that uses Boss.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_ALREADY_RUNNING = 0, 1, 2, 3, 3
-
 
 class BossUsageError(Exception):
     """Bad --pyboss or listener option: one line, exit status 2."""

@@ -12,10 +12,10 @@ usage or a socket that cannot be had; 3 no supervisor of that name is running
 (reload, stop, status) or one already is (start).
 """
 import os
-import sys
 
-from .boss import EXIT_ALREADY_RUNNING, EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE
-from ..supervisor.control import ControlError, ControlServer, control_path, request
+from .boss_exits import EXIT_ALREADY_RUNNING, EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE
+from ..supervisor.control import (ControlError, ControlServer, control_path, format_status,
+                                  open_notify_socket, request)
 from ..supervisor.core import Supervisor
 
 
@@ -80,7 +80,6 @@ def _ask(boss, message):
 
 
 def start(boss):
-    from ..cli.main import open_notify_socket
     from ..listeners import ListenError, ListenerSet, parse_spec
     from ..supervisor.log import EventLog
     from .. import sd
@@ -143,10 +142,8 @@ def stop(boss):
 
 
 def status(boss):
-    from ..cli.main import status_command
-    path = control_path(boss.name)
-    if _status(path) is None:
-        _ask(boss, {"command": "status"})      # says it is not running, exits 3
-    sys.stdout.flush()
-    return status_command.main(args=["--control", path], prog_name=boss.name,
-                               standalone_mode=False) or EXIT_OK
+    reply = _ask(boss, {"command": "status"})
+    if reply is None:
+        boss.fail("the supervisor exited before answering", EXIT_FAILED)
+    print(format_status(reply))
+    return EXIT_OK

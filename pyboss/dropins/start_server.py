@@ -16,7 +16,7 @@ import click
 
 from .. import __version__
 from ..errors import UserError
-from ..options import SECONDS, SignalType
+from ..options import SECONDS, SignalType, check_executable
 from ..listeners import ListenError
 from .starter_files import PidFile, StarterError, restart_server, stop_server
 from .starter_ports import StarterListeners, parse_path, parse_port
@@ -186,8 +186,7 @@ def daemonize_now():
 
 def open_runtime(control):
     """The control socket and pyboss's NOTIFY_SOCKET, plus a private directory to remove."""
-    from ..cli.main import open_notify_socket
-    from ..supervisor.control import ControlServer, runtime_dir
+    from ..supervisor.control import ControlServer, open_notify_socket, runtime_dir
     private = None
     if control is None:
         base = runtime_dir()
@@ -213,7 +212,6 @@ def open_runtime(control):
 
 def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_hup,
           signal_on_term, pid_file, log_file, daemonize, backlog, control, quiet, options):
-    from ..cli.main import check_executable
     from ..supervisor.control import ControlError
     from .starter_supervisor import NEVER, StarterLog, StarterSupervisor
     from ..supervisor.core import Settings

@@ -9,6 +9,10 @@ import json
 import os
 import socket
 import struct
+import tempfile
+import time
+
+from .. import sd
 
 DEFAULT_NAME = "pyboss"
 _PEERCRED = struct.Struct("3i")
@@ -215,3 +219,38 @@ def request(path, obj, timeout=None):
     if not data:
         return None      # the supervisor closed the connection: it exited
     return json.loads(data)
+
+
+def open_notify_socket(directory):
+    """pyboss's own NOTIFY_SOCKET, in a private 0700 directory beside the control socket."""
+    private = tempfile.mkdtemp(prefix=".pyboss-", dir=directory)
+    try:
+        return sd.NotifyReceiver(os.path.join(private, "notify"), private_dir=private)
+    except OSError as e:
+        os.rmdir(private)
+        raise ControlError("cannot create the notify socket in %s: %s"
+                           % (private, e.strerror or e))
+
+
+def format_status(status):
+    """A status reply as the lines `pyboss status` prints."""
+    lines = []
+    lines.append("pyboss %r (pid %d): %s" % (status["name"], status["pid"], status["state"]))
+    lines.append("  command: %s" % " ".join(status["command"]))
+    lines.append("  listeners:")
+    for l in status["listeners"]:
+        lines.append("    %-12s %-6s %-28s %s" % (l["name"], l["kind"], l["address"], l["origin"]))
+    lines.append("  generations:")
+    for g in status["generations"]:
+        ready = "ready after %.3fs" % g["ready_after"] if g["ready_after"] is not None else "not ready"
+        lines.append("    #%-4d pid %-8d %-9s started %s  %s%s" % (
+            g["number"], g["pid"], g["state"], time.strftime("%H:%M:%S", time.localtime(g["started"])),
+            ready, "  (%s)" % g["status"] if g.get("status") else ""))
+    if status["reloads"]:
+        lines.append("  last reloads:")
+    for r in status["reloads"]:
+        lines.append("    #%-4d %-7s %.3fs at %s%s" % (
+            r["generation"], r["outcome"], r["duration"],
+            time.strftime("%H:%M:%S", time.localtime(r["requested"])),
+            ": " + r["reason"] if r["reason"] else ""))
+    return "\n".join(lines)
