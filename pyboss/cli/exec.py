@@ -14,7 +14,7 @@ from ..listeners import ListenError, ListenerSet, parse_spec
 from ..systemd.fdstore import FdStore
 from ..supervisor.log import EventLog
 from ..supervisor.supervise import hand_off
-from ..supervisor.core import Settings
+from ..supervisor.settings import Settings
 from ..systemd.upstream import Upstream
 
 _NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")

@@ -83,7 +83,7 @@ def start(boss):
     from ..listeners import ListenError, ListenerSet, parse_spec
     from ..supervisor.log import EventLog
     from .. import sd
-    from ..supervisor.core import Settings
+    from ..supervisor.settings import Settings
     path = control_path(boss.name)
     running = _status(path)
     if running is not None:

@@ -214,7 +214,7 @@ def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_h
           signal_on_term, pid_file, log_file, daemonize, backlog, control, quiet, options):
     from ..supervisor.control import ControlError
     from .starter_supervisor import NEVER, StarterLog, StarterSupervisor
-    from ..supervisor.core import Settings
+    from ..supervisor.settings import Settings
     try:
         specs = [parse_port(p) for p in ports] + [parse_path(p) for p in paths]
     except ListenError as e:

@@ -14,7 +14,8 @@ from .control import ControlServer
 from ..listeners import Listener, ListenerSet
 from .log import EventLog
 from ..sd import NotifyReceiver
-from .core import Settings, Supervisor
+from .core import Supervisor
+from .settings import Settings
 
 HANDOFF = "PYBOSS_HANDOFF"
 

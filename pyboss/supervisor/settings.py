@@ -1,0 +1,26 @@
+"""How pyboss runs the app: the options `exec` (and the drop-ins) hand to the core."""
+import signal
+
+
+class Settings:
+    """How pyboss runs the app; plain attributes, handed across exec() as a dict."""
+
+    def __init__(self, argv, name="pyboss", ready_after=None, ready_timeout=60.0,
+                 drain_signal=signal.SIGTERM, drain_timeout=30.0, stop_signal=signal.SIGTERM,
+                 stop_timeout=30.0, max_draining=4, crash_limit=5, backoff_initial=0.1,
+                 backoff_max=10.0):
+        self.argv = list(argv)
+        self.name = name
+        self.ready_after = ready_after          # None: wait for READY=1
+        self.ready_timeout = ready_timeout
+        self.drain_signal = int(drain_signal)
+        self.drain_timeout = drain_timeout
+        self.stop_signal = int(stop_signal)
+        self.stop_timeout = stop_timeout
+        self.max_draining = max_draining
+        self.crash_limit = crash_limit          # generations in a row that never got ready
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+
+    def as_dict(self):
+        return dict(vars(self))
