@@ -52,6 +52,10 @@ def ask(name, control, message):
 def reload_command(name, control, wait):
     """Start a new generation; drain the old one once the new one is ready.
 
+    A failed reload's reason is followed by the last lines (up to 5) the failed
+    generation wrote, each after '  | ', when pyboss has them: under systemd
+    from the generation's journal stream, elsewhere with 'exec --capture-output'.
+
     Without --wait, returns as soon as pyboss has the request. Requests made while
     a reload is under way coalesce into one follow-up reload. Use
     'ExecReload=pyboss reload --wait' under systemd so that 'systemctl reload'
@@ -63,6 +67,8 @@ def reload_command(name, control, wait):
         return 1
     if not reply.get("ok"):
         click.echo("pyboss reload: failed: %s" % reply.get("error"), err=True)
+        for line in reply.get("last_lines") or []:
+            click.echo("  | %s" % line, err=True)      # what the failed generation wrote last
         return 1
     if wait:
         click.echo("pyboss: reloaded: generation %d (pid %d) serving"
@@ -86,7 +92,12 @@ def stop_command(name, control):
 @control_options
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
 def status_command(name, control, as_json):
-    """Show generations, listeners and the last reloads."""
+    """Show generations, listeners, the last reloads and the last failures.
+
+    Also pyboss's version and uptime, each generation's uptime, and the last lines
+    a failed generation wrote. --json prints every field; the README's
+    "pyboss status --json" section describes them.
+    """
     status = ask(name, control, {"command": "status"})
     if status is None:
         click.echo("pyboss: pyboss exited before answering", err=True)

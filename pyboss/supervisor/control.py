@@ -236,6 +236,9 @@ def format_status(status):
     """A status reply as the lines `pyboss status` prints."""
     lines = []
     lines.append("pyboss %r (pid %d): %s" % (status["name"], status["pid"], status["state"]))
+    if "version" in status:
+        lines.append("  pyboss %s, up %s, generations' output: %s" % (
+            status["version"], _duration(status["uptime"]), status["output"]))
     lines.append("  command: %s" % " ".join(status["command"]))
     lines.append("  listeners:")
     for l in status["listeners"]:
@@ -243,8 +246,9 @@ def format_status(status):
     lines.append("  generations:")
     for g in status["generations"]:
         ready = "ready after %.3fs" % g["ready_after"] if g["ready_after"] is not None else "not ready"
-        lines.append("    #%-4d pid %-8d %-9s started %s  %s%s" % (
+        lines.append("    #%-4d pid %-8d %-9s started %s  %s%s%s" % (
             g["number"], g["pid"], g["state"], time.strftime("%H:%M:%S", time.localtime(g["started"])),
+            "up %s  " % _duration(g["uptime"]) if "uptime" in g else "",
             ready, "  (%s)" % g["status"] if g.get("status") else ""))
     if status["reloads"]:
         lines.append("  last reloads:")
@@ -253,4 +257,21 @@ def format_status(status):
             r["generation"], r["outcome"], r["duration"],
             time.strftime("%H:%M:%S", time.localtime(r["requested"])),
             ": " + r["reason"] if r["reason"] else ""))
+    if status.get("failed"):
+        lines.append("  last failed generations:")
+    for g in status.get("failed", []):
+        lines.append("    #%-4d pid %-8d %s after %s" % (g["number"], g["pid"],
+                                                       g["failure"] or g["exit"] or "killed", _duration(g["uptime"])))
+        lines.extend("          | %s" % line for line in g["last_lines"] or [])
     return "\n".join(lines)
+
+
+def _duration(seconds):
+    """3.2s, 4m05s, 2h03m, 3d04h: how long, as an operator reads it."""
+    seconds = int(seconds) if seconds >= 60 else seconds
+    if seconds < 60:
+        return "%.1fs" % seconds
+    for unit, size, sub, subsize in (("d", 86400, "h", 3600), ("h", 3600, "m", 60),
+                                     ("m", 60, "s", 1)):
+        if seconds >= size:
+            return "%d%s%02d%s" % (seconds // size, unit, seconds % size // subsize, sub)

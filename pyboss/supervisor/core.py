@@ -12,6 +12,8 @@ from collections import deque
 from .. import sd
 from .generation import DRAINING, Generation, is_descendant
 from .loop import EventLoop
+from .observe import Observations
+from .output import one_line
 from ..systemd.upstream import Upstream
 from ..systemd.watchdog import Keepalive
 
@@ -50,6 +52,7 @@ class Supervisor(EventLoop):
         self.stop_waiters = []
         self.exit_code = 0
         self.fatal = None
+        self.observed = Observations(settings, self)   # counters, output, recent failures
         self.watch(control, self.on_control)
         self.watch(notify, self.on_notify)
 
@@ -75,8 +78,8 @@ class Supervisor(EventLoop):
         env = sd.child_env(os.environ, self.listeners.names, self.notify.path,
                            dict(self.keepalive.child_env(), PYBOSS_GENERATION=str(self.number)))
         try:
-            gen = Generation.spawn(self.number, self.settings.argv, self.child_env(env),
-                                   self.listeners.fds())
+            gen = self.observed.output.spawn(Generation.spawn, self.number, self.settings.argv,
+                                    self.child_env(env), self.listeners.fds())
         except OSError as e:
             self.log("spawn-failed", "cannot fork: %s" % e.strerror, level="error")
             self.respawn_timer = self.call_later(self.next_backoff(), lambda: self.spawn(purpose))
@@ -158,19 +161,21 @@ class Supervisor(EventLoop):
             self.retire(gen, signal.SIGKILL, 0)
         if self.stopping:
             return
+        lines = self.observed.failure(gen)
+        detail = reason + one_line(lines)     # the last lines it wrote, if pyboss has them
         if self.pending_purpose == "reload" and self.current is not None:
             self.record_reload(gen, "failed", reason)
-            self.log("reload-failed", "reload failed: %s; %s keeps serving" % (reason, self.current),
+            self.log("reload-failed", "reload failed: %s; %s keeps serving" % (detail, self.current),
                      level="error", generation=gen.number, pid=gen.pid)
-            self.upstream.ready("reload failed: %s; %s" % (reason, self.status_line()))
-            self.answer({"ok": False, "error": reason})
+            self.upstream.ready("reload failed: %s; %s" % (detail, self.status_line()))
+            self.answer({"ok": False, "error": reason, "last_lines": lines})
             self.start_followup()
             return
         self.failures += 1
-        self.answer({"ok": False, "error": reason})
+        self.answer({"ok": False, "error": reason, "last_lines": lines})
         if gen.exec_failed and self.number == 1:
             return self.die(2, reason)      # bad input: the command line reports it
-        self.log("start-failed", reason, level="error", generation=gen.number, pid=gen.pid)
+        self.log("start-failed", detail, level="error", generation=gen.number, pid=gen.pid)
         if self.failures >= self.settings.crash_limit:
             return self.die(1, "giving up: %s failed %d times in a row without becoming ready "
                             "(last: %s)" % (self.settings.argv[0], self.failures, reason))
@@ -194,6 +199,7 @@ class Supervisor(EventLoop):
         if not gen.reap():
             return
         self.unwatch(gen.pidfd)
+        self.observed.output.exited(gen)
         if gen.exec_fd is not None:
             self.unwatch(gen.exec_fd)
         gen.close()
@@ -209,8 +215,9 @@ class Supervisor(EventLoop):
             if self.stopping:
                 self.log("exit", "%s %s" % (gen, gen.exit_reason), generation=gen.number, pid=gen.pid)
             else:
-                self.log("crash", "%s %s while serving" % (gen, gen.exit_reason),
-                         level="error", generation=gen.number, pid=gen.pid)
+                self.observed.counters.crashes += 1
+                self.log("crash", "%s %s while serving%s" % (gen, gen.exit_reason, one_line(
+                    self.observed.failure(gen))), level="error", generation=gen.number, pid=gen.pid)
                 if time.monotonic() - gen.started_mono > self.settings.backoff_max:
                     self.crashes = 0    # it ran well for a while: not a tight loop
                 if self.pending is None:
@@ -229,6 +236,7 @@ class Supervisor(EventLoop):
 
     def schedule_respawn(self):
         delay = self.next_backoff()
+        self.observed.counters.respawns += 1
         self.log("respawn", "starting a new generation in %.1fs" % delay, delay="%.1f" % delay)
         self.upstream.status("no generation serving; respawning in %.1fs" % delay)
         self.respawn_timer = self.call_later(delay, lambda: self.spawn("start"))
@@ -266,9 +274,11 @@ class Supervisor(EventLoop):
 
     def record_reload(self, gen, outcome, reason):
         requested, started = self.reload_requested_at or (gen.started, gen.started_mono)
+        duration = time.monotonic() - started
+        self.observed.counters.reload(outcome, duration)
         self.history.append({"generation": gen.number, "outcome": outcome, "reason": reason,
-                             "duration": round(time.monotonic() - started, 3),
-                             "requested": round(requested, 3)})
+                             "duration": round(duration, 3), "requested": round(requested, 3),
+                             "last_lines": gen.last_lines})
 
     # -- stop -----------------------------------------------------------------------
 
@@ -376,7 +386,7 @@ class Supervisor(EventLoop):
 
     def status(self):
         return {"ok": True, "name": self.settings.name, "pid": os.getpid(),
-                "state": self.state(), "command": self.settings.argv,
+                "state": self.state(), "command": self.settings.argv, **self.observed.status(),
                 "generations": [g.as_dict() for g in self.generations()],
                 "listeners": [l.as_dict() for l in self.listeners],
                 "reloads": list(self.history)}

@@ -40,8 +40,10 @@ def is_descendant(pid, ancestor, depth=32):
     return False
 
 
-def _exec_child(argv, env, fds, error_fd):
+def _exec_child(argv, env, fds, error_fd, output=None):
     """Runs in the forked child: arrange fds 3.. and exec; never returns.
+
+    output, if any, points stdout and stderr elsewhere first (supervisor/output.py).
 
     fds is a list (placed at 3, 4, ... with LISTEN_PID set), or a dict
     {child fd: our fd} for layouts other programs expect (start_server's =FD);
@@ -54,6 +56,8 @@ def _exec_child(argv, env, fds, error_fd):
         for sig in getattr(fds, "ignored_signals", ()):
             signal.signal(sig, signal.SIG_IGN)
         signal.set_wakeup_fd(-1)
+        if output is not None:
+            output.in_child(env)
         explicit = isinstance(fds, dict)
         layout = fds if explicit else {sd.SD_LISTEN_FDS_START + i: fd for i, fd in enumerate(fds)}
         count = 0 if explicit else len(layout)      # LISTEN_FDS only for the 3.. layout
@@ -94,15 +98,17 @@ class Generation:
         self.started = time.time()
         self.started_mono = time.monotonic()
         self.ready_after = None
+        self.ended_mono = None
         self.exit_status = None
         self.exit_reason = None
         self.deadline_timer = None    # the supervisor's pending timeout for this generation
         self.exec_failed = False
         self.failure = None           # why it never became ready, when pyboss knows better
         self.status_text = None       # the app's own STATUS=
+        self.last_lines = None        # what it wrote last, once it failed
 
     @classmethod
-    def spawn(cls, number, argv, env, fds):
+    def spawn(cls, number, argv, env, fds, output=None):
         error_r, error_w = os.pipe2(os.O_CLOEXEC)
         try:
             pid = os.fork()
@@ -112,7 +118,7 @@ class Generation:
             raise
         if pid == 0:
             os.close(error_r)
-            _exec_child(argv, env, fds, error_w)
+            _exec_child(argv, env, fds, error_w, output)
         os.close(error_w)
         return cls(number, pid, os.pidfd_open(pid), error_r)
 
@@ -150,6 +156,7 @@ class Generation:
         if pid == 0:
             return False
         self.exit_status = status
+        self.ended_mono = time.monotonic()
         if self.exit_reason is None:
             self.exit_reason = describe_status(status)
         self.state = EXITED
@@ -162,7 +169,10 @@ class Generation:
         self.pidfd = self.exec_fd = None
 
     def as_dict(self):
+        ended = time.monotonic() if self.ended_mono is None else self.ended_mono
         return {"number": self.number, "pid": self.pid, "state": self.state,
                 "started": round(self.started, 3),
+                "uptime": round(ended - self.started_mono, 3),
+                "exit": self.exit_reason, "failure": self.failure, "last_lines": self.last_lines,
                 "ready_after": None if self.ready_after is None else round(self.ready_after, 3),
                 "status": self.status_text}

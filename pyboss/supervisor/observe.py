@@ -1,0 +1,29 @@
+"""What the supervisor keeps about itself and its generations for status, metrics and verdicts."""
+import time
+from collections import deque
+
+from .. import __version__
+from .metrics import Counters
+from .output import choose_output
+
+FAILED_KEPT = 5
+
+
+class Observations:
+    def __init__(self, settings, loop):
+        self.started = time.time()
+        self.counters = Counters()      # plain (to_dict/from_dict): the next pyboss carries them
+        self.output = choose_output(settings, loop)     # the generations' stdout and stderr
+        self.failed = deque(maxlen=FAILED_KEPT)     # the last generations that failed
+
+    def failure(self, gen):
+        """What gen wrote last (none if it never ran), kept for status; a list of lines."""
+        gen.last_lines = [] if gen.exec_failed else self.output.last_lines(gen)
+        self.failed.append(gen)
+        return gen.last_lines
+
+    def status(self):
+        """pyboss status's fields about pyboss itself and its failed generations."""
+        return {"version": __version__, "started": round(self.started, 3),
+                "uptime": round(time.time() - self.started, 3), "output": self.output.kind,
+                "failed": [g.as_dict() for g in self.failed]}
