@@ -104,3 +104,36 @@ def test_help_reads_like_a_man_page():
                    "--drain-timeout", "--stop-signal", "--stop-timeout", "--socket-mode"):
         assert option in result.stdout
     assert "LISTEN_FDS" in result.stdout and "Exit status" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--metrics", "unix:/tmp/m.sock"], "invalid --metrics 'unix:/tmp/m.sock': give HOST:PORT, "
+     "e.g. 127.0.0.1:9100"),
+    (["--metrics", "udp://127.0.0.1:9100"], "invalid --metrics 'udp://127.0.0.1:9100': give "
+     "HOST:PORT"),
+    (["--metrics", "127.0.0.1:99999"], "invalid --metrics '127.0.0.1:99999': give HOST:PORT"),
+    (["--metrics-textfile", "/nonexistent-pyboss-dir/m.prom"], "cannot write --metrics-textfile "
+     "/nonexistent-pyboss-dir/m.prom: give a file in an existing, writable directory"),
+    (["--metrics-textfile", "/tmp"], "cannot write --metrics-textfile /tmp: give a file"),
+])
+def test_bad_metrics_options_give_one_line_and_exit_2(tmp_path, args, message):
+    result = run_exec(tmp_path, *args, "--", "true")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("pyboss exec: " + message), result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_metrics_port_in_use_is_one_line_and_leaves_nothing(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_exec(tmp_path, "--listen", "unix:%s" % (tmp_path / "a.sock"),
+                          "--metrics", "127.0.0.1:%d" % port, "--", "true")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "pyboss exec: --metrics: cannot listen on tcp://127.0.0.1:%d: Address already in use "
+        "(another process is listening there; stop it or choose another port)" % port]
+    assert os.listdir(tmp_path) == []

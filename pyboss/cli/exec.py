@@ -175,7 +175,10 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
             cleanup.callback(notify.close)
             metrics = None
             if metrics_spec is not None:
-                metrics = bind(metrics_spec).sock
+                try:
+                    metrics = bind(metrics_spec).sock
+                except ListenError as e:
+                    raise ListenError("--metrics: %s" % e)
                 cleanup.callback(metrics.close)
         except (ListenError, ControlError) as e:
             raise UserError(str(e))

@@ -22,9 +22,13 @@ class MetricsExport:
         self.write_scheduled = False
         self.textfile_error = None
         if sock is not None:
+            host, port = sock.getsockname()[:2]
+            supervisor.observed.metrics["address"] = \
+                ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
             sock.setblocking(False)
             supervisor.watch(sock, self.on_accept)
         if textfile is not None:
+            supervisor.observed.metrics["textfile"] = textfile
             supervisor.log.observers.append(self.on_event)
             self.write_textfile()
 

@@ -15,6 +15,7 @@ class Observations:
         self.counters = Counters()      # plain (to_dict/from_dict): the next pyboss carries them
         self.output = choose_output(settings, loop)     # the generations' stdout and stderr
         self.failed = deque(maxlen=FAILED_KEPT)     # the last generations that failed
+        self.metrics = {"address": None, "textfile": None}     # where they are exported
 
     def failure(self, gen):
         """What gen wrote last (none if it never ran), kept for status; a list of lines."""
@@ -26,4 +27,4 @@ class Observations:
         """pyboss status's fields about pyboss itself and its failed generations."""
         return {"version": __version__, "started": round(self.started, 3),
                 "uptime": round(time.time() - self.started, 3), "output": self.output.kind,
-                "failed": [g.as_dict() for g in self.failed]}
+                "metrics": dict(self.metrics), "failed": [g.as_dict() for g in self.failed]}
