@@ -1,10 +1,11 @@
 """What the supervisor keeps about itself and its generations for status, metrics and verdicts."""
+import os
 import time
 from collections import deque
 
 from .. import __version__
 from .metrics import Counters
-from .output import choose_output
+from .output import InheritedOutput, JournalOutput
 
 FAILED_KEPT = 5
 
@@ -28,3 +29,17 @@ class Observations:
         return {"version": __version__, "started": round(self.started, 3),
                 "uptime": round(time.time() - self.started, 3), "output": self.output.kind,
                 "metrics": dict(self.metrics), "failed": [g.as_dict() for g in self.failed]}
+
+
+def choose_output(settings, loop):
+    """Captured when asked for, journal streams under systemd, else inherited; only the
+    one in use is imported."""
+    if getattr(settings, "capture_output", False):
+        from .capture import CapturedOutput
+        return CapturedOutput(loop)
+    if os.environ.get("JOURNAL_STREAM"):
+        from ..systemd import journal
+        streams = journal.journal_fds()
+        if streams:
+            return JournalOutput(journal, journal.identifier(settings), streams)
+    return InheritedOutput()
