@@ -72,6 +72,7 @@ class _Relay:
 
     def pump(self):
         """Relay what is there now; False at end of file."""
+        self.last_read = 0
         while True:
             try:
                 data = os.read(self.fd, READ_SIZE)
