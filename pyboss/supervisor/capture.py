@@ -18,9 +18,11 @@ KEEP_BYTES = 8192          # enough raw output to cut MAX_LINES/MAX_BYTES from
 PIPE_SIZE = 1 << 20        # a larger pipe: the app blocks less often while pyboss relays
 READ_SIZE = 1 << 20
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-# After a read that found little, pyboss waits this long before it looks again: an app
-# writing line by line then puts many lines in the pipe per read and is not woken
-# against pyboss for every line. Lines are relayed this much later, at most.
+# When a wake-up found little to relay, pyboss waits this long before it looks again:
+# an app writing line by line then puts many lines in the pipe per wake-up instead of
+# waking pyboss for every line. Lines are relayed this much later, at most. An app
+# writing faster (BATCH_BYTES or more per wake-up) is relayed without pauses, so that
+# it never waits on a full pipe.
 BATCH_SECONDS = 0.005
 BATCH_BYTES = 256 << 10
 
@@ -67,12 +69,12 @@ class _Relay:
         self.fd, self.target, self.tail = fd, target, tail
         self.prefix = b"[gen %d] " % number
         self.at_line_start = True
-        self.last_read = 0
+        self.relayed = 0          # bytes the last pump() relayed
         os.set_blocking(fd, False)
 
     def pump(self):
         """Relay what is there now; False at end of file."""
-        self.last_read = 0
+        self.relayed = 0
         while True:
             try:
                 data = os.read(self.fd, READ_SIZE)
@@ -84,7 +86,7 @@ class _Relay:
                 return False
             self.tail.add(data)
             self.write(data)
-            self.last_read = len(data)
+            self.relayed += len(data)
             if len(data) < READ_SIZE:
                 return True      # most likely all there was; if not, the loop calls again
 
@@ -136,7 +138,7 @@ class CapturedOutput(InheritedOutput):
     def on_readable(self, relay):
         if not relay.pump():
             self.close(relay)
-        elif relay.last_read < BATCH_BYTES:
+        elif relay.relayed < BATCH_BYTES:
             self.loop.unwatch(relay.fd)
             self.loop.call_later(BATCH_SECONDS, lambda: self.rewatch(relay))
 
