@@ -13,6 +13,7 @@ import threading
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyboss import __version__
+from pyboss.supervisor.metrics import Counters
 from pyboss.supervisor.output import last_lines
 from pyboss_testing import IMPORT_ERROR, write_breakable_app
 
@@ -237,3 +238,18 @@ def test_status_shows_version_uptimes_and_output(start_pyboss, tmp_path):
     assert "pyboss %s, up " % __version__ in text
     assert " up " in text.split("generations:")[1]
     json.dumps(status)      # one JSON object, every field plain
+
+
+def test_counters_survive_a_round_trip_through_json_and_refuse_nonsense():
+    counters = Counters()
+    for seconds in (0.05, 0.3, 0.3, 7.0, 500.0):
+        counters.reload("ok", seconds)
+    counters.reload("failed", 1.5)
+    counters.crashes, counters.respawns = 2, 3
+    carried = Counters.from_dict(json.loads(json.dumps(counters.to_dict())))
+    assert carried.to_dict() == counters.to_dict()
+    assert carried.reloads == {"ok": 5, "failed": 1} and carried.reload_count == 6
+    # What the next pyboss cannot trust starts at 0 instead of poisoning the metrics.
+    odd = Counters.from_dict({"reloads": {"ok": -1, "failed": "7"}, "crashes": True,
+                              "reload_seconds": float("nan"), "reload_buckets": [1, 2]})
+    assert odd.to_dict() == Counters().to_dict()
