@@ -204,9 +204,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     idle_seconds, lines, rounds = (2, 20000, 1) if args.quick else (30, 400000, 7)
     compileall.compile_dir(os.path.join(REPO, "pyboss"), quiet=1)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="pyboss-bench-obs-") as workdir:
         idle_rows = idle(workdir, idle_seconds)
         log_rows = throughput(workdir, lines, rounds)
+    print("%d CPUs, Python %s; load average before %.2f, after %.2f (a busy machine makes "
+          "throughput noisy)\n" % (os.cpu_count(), sys.version.split()[0], load_before[0],
+                                    os.getloadavg()[0]))
     print("Idle %ds: supervisor process alone\n" % idle_seconds)
     print(table(idle_rows, [("", "what"), ("RSS KiB", "rss_kib"),
                             ("over bare python3, MiB", "over_bare_mib"),

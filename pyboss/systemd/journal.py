@@ -54,7 +54,10 @@ def open_stream(ident, path=STDOUT_SOCKET, priority=PRIORITY_INFO):
         sock.shutdown(socket.SHUT_RD)
         # identifier, unit (journald finds it from the cgroup), priority, level prefix
         # (<3> at a line's start sets its priority), to syslog, to kmsg, to console.
-        sock.sendall(("%s\n\n%d\n1\n0\n0\n0\n" % (ident, priority)).encode())
+        # MSG_NOSIGNAL: in the child SIGPIPE is already back to its default, and a
+        # journald gone away must mean "keep the inherited output", not death.
+        sock.sendall(("%s\n\n%d\n1\n0\n0\n0\n" % (ident, priority)).encode(),
+                     socket.MSG_NOSIGNAL)
         sock.settimeout(None)   # blocking again: the fd becomes the app's stdout
     except BaseException:
         sock.close()
