@@ -205,7 +205,8 @@ class Fleet:
                    ANSIBLE_HOME=str(self.tmp_path / "ansible-home"),
                    ANSIBLE_LOCAL_TEMP=str(self.tmp_path / "ansible-local"),
                    ANSIBLE_REMOTE_TMP="/run/ansible-tmp",   # each host's own /run
-                   ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0")
+                   ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0",
+                   ANSIBLE_PIPELINING="1")   # one nsenter per module, as ssh pipelining
         result = subprocess.run([ansible_playbook(), "-i", str(inventory), str(PLAYBOOK),
                                  "-e", "build=%s" % build.name], env=env, capture_output=True,
                                 text=True, timeout=TIMEOUT * 2)

@@ -44,7 +44,15 @@ def fleet(systemd_ns, tmp_path, builds):
 
 
 def through_balancer(fleet):
-    return LoadInside(fleet.lan, port=BALANCER_PORT, host=LAN % 1, threads=6)
+    return LoadInside(fleet.lan, port=BALANCER_PORT, host=LAN % 1, threads=4)
+
+
+def sessions_by_host(fleet):
+    return {name: int(row["stot"]) for name, row in fleet.server_stats().items()}
+
+
+def every_host_took_load(before, after):
+    return sorted(before) == sorted(after) and all(after[h] > before[h] for h in before)
 
 
 def failed_tasks(output):
@@ -62,6 +70,7 @@ def report(name, load, began, recap):
 
 def test_good_build_rolls_across_every_host_without_a_failed_request(fleet, builds):
     pids_before = [host.main_pid() for host in fleet.hosts]
+    sessions_before = sessions_by_host(fleet)
     with through_balancer(fleet) as load:
         began = time.monotonic()
         status, output, recap = fleet.rollout(builds["v2"])
@@ -79,14 +88,15 @@ def test_good_build_rolls_across_every_host_without_a_failed_request(fleet, buil
     assert [host.main_pid() for host in fleet.hosts] == pids_before
 
     assert load.failures == 0, load.result
-    # The load spanned the rollout: both builds answered, and every host served it.
+    # The load spanned the rollout: both builds answered, and HAProxy spread it over every host.
     assert set(load.result["builds"]) == {"v1", "v2"}, load.result
-    assert all(int(s["stot"]) > 0 for s in fleet.server_stats().values())
+    assert every_host_took_load(sessions_before, sessions_by_host(fleet))
 
 
 def test_broken_build_on_host_2_stops_the_rollout_there_while_it_serves_the_old(fleet, builds):
     host1, host2, host3 = fleet.hosts
     pid3 = host3.main_pid()
+    sessions_before = sessions_by_host(fleet)
     with through_balancer(fleet) as load:
         began = time.monotonic()
         status, output, recap = fleet.rollout(builds["v2"],
@@ -112,4 +122,5 @@ def test_broken_build_on_host_2_stops_the_rollout_there_while_it_serves_the_old(
 
     assert load.failures == 0, load.result
     assert set(load.result["builds"]) == {"v1", "v2"}, load.result
-    assert all(s["status"] == "UP" for s in fleet.server_stats().values())
+    assert every_host_took_load(sessions_before, sessions_by_host(fleet))
+    assert all(row["status"] == "UP" for row in fleet.server_stats().values())
