@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from pyboss_testing import TIMEOUT, wait_until
+from pyboss_testing import TIMEOUT, read_until_closed, wait_until
 from systemd_harness import python_executable
 
 PYTHON = python_executable()
@@ -167,12 +167,7 @@ class Fleet:
             sock.settimeout(10)
             sock.connect(str(self.stats_socket))
             sock.sendall(b"show stat\n")
-            data = b""
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_until_closed(sock)
         lines = data.decode().splitlines()
         fields = lines[0].lstrip("# ").split(",")
         rows = [dict(zip(fields, line.split(","))) for line in lines[1:] if line]
