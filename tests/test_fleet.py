@@ -115,6 +115,9 @@ def test_broken_build_on_host_2_stops_the_rollout_there_while_it_serves_the_old(
     # Host 2 got the broken build, whose reload failed: it still serves v1, generation 1.
     assert host2.builds_deployed() == ["v1", "v2"] and host2.current() == "/srv/myapp/releases/v2"
     assert (fleet.answer(host2)["build"], fleet.answer(host2)["generation"]) == ("v1", 1)
+    # ... and its journal says why, as the README tells the operator to look there.
+    journal = host2.ns.journal("myapp.service")
+    assert "exits with status 1" in journal and "reload failed" in journal, journal
     # Host 3 untouched: nothing deployed, never reloaded, same pyboss.
     assert host3.builds_deployed() == ["v1"] and host3.current() == "/srv/myapp/releases/v1"
     assert host3.reloads_logged() == 0 and host3.main_pid() == pid3
