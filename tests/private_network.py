@@ -9,11 +9,20 @@ machine's own: nothing here touches the host's interfaces, routes or addresses. 
 attached host gets a veth pair, one end on the bridge, the other as eth0 in the host's
 own network namespace. Everything goes away with the holding process (close()).
 """
+import ctypes
 import os
+import signal
 import subprocess
 import time
 
 BRIDGE = "fleet0"
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_the_test():
+    # nsenter execs the program (no fork for --net alone), and the death signal survives
+    # exec: a test killed outright leaves no HAProxy holding the namespace alive.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class PrivateBridge:
@@ -88,7 +97,8 @@ class PrivateBridge:
         popen_kwargs.setdefault("stdin", subprocess.DEVNULL)
         popen_kwargs.setdefault("stdout", subprocess.PIPE)
         popen_kwargs.setdefault("stderr", subprocess.PIPE)
-        proc = subprocess.Popen(self.command(argv), **popen_kwargs)
+        proc = subprocess.Popen(self.command(argv), preexec_fn=_die_with_the_test,
+                                **popen_kwargs)
         self._background.append(proc)
         return proc
 
