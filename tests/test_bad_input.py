@@ -32,6 +32,16 @@ def run_exec(tmp_path, *args, user=None):
     (["--socket-mode", "rw", "--", "true"], "invalid --socket-mode 'rw': give an octal mode like 0660"),
     (["--name", "../x", "--", "true"], "invalid --name '../x': use up to 64 letters, digits, "
      "'_', '-', '.', '@', not starting with '.'"),
+    (["--metrics", "unix:/tmp/m.sock", "--", "true"], "invalid --metrics 'unix:/tmp/m.sock': "
+     "give HOST:PORT, e.g. 127.0.0.1:9100"),
+    (["--metrics", "udp://127.0.0.1:9100", "--", "true"], "invalid --metrics "
+     "'udp://127.0.0.1:9100': give HOST:PORT"),
+    (["--metrics", "127.0.0.1:99999", "--", "true"], "invalid --metrics '127.0.0.1:99999'"),
+    (["--metrics-textfile", "/nonexistent-pyboss-dir/m.prom", "--", "true"], "cannot write "
+     "--metrics-textfile /nonexistent-pyboss-dir/m.prom: give a file in an existing, "
+     "writable directory"),
+    (["--metrics-textfile", "/tmp", "--", "true"], "cannot write --metrics-textfile /tmp: "
+     "give a file"),
 ])
 def test_bad_exec_arguments_give_one_line_and_exit_2(tmp_path, args, message):
     result = run_exec(tmp_path, *args)
@@ -44,17 +54,18 @@ def test_bad_exec_arguments_give_one_line_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "run").exists()
 
 
-def test_address_in_use_is_one_line_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("option, prefix", [("--listen", ""), ("--metrics", "--metrics: ")])
+def test_address_in_use_is_one_line_and_leaves_nothing(tmp_path, option, prefix):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         result = run_exec(tmp_path, "--listen", "unix:%s" % (tmp_path / "a.sock"),
-                          "--listen", "127.0.0.1:%d" % port, "--", "true")
+                          option, "127.0.0.1:%d" % port, "--", "true")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "pyboss exec: cannot listen on tcp://127.0.0.1:%d: Address already in use (another "
-        "process is listening there; stop it or choose another port)" % port]
+        "pyboss exec: %scannot listen on tcp://127.0.0.1:%d: Address already in use (another "
+        "process is listening there; stop it or choose another port)" % (prefix, port)]
     # The unix socket bound before the failure was removed again.
     assert os.listdir(tmp_path) == []
 
@@ -104,36 +115,3 @@ def test_help_reads_like_a_man_page():
                    "--drain-timeout", "--stop-signal", "--stop-timeout", "--socket-mode"):
         assert option in result.stdout
     assert "LISTEN_FDS" in result.stdout and "Exit status" in result.stdout
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--metrics", "unix:/tmp/m.sock"], "invalid --metrics 'unix:/tmp/m.sock': give HOST:PORT, "
-     "e.g. 127.0.0.1:9100"),
-    (["--metrics", "udp://127.0.0.1:9100"], "invalid --metrics 'udp://127.0.0.1:9100': give "
-     "HOST:PORT"),
-    (["--metrics", "127.0.0.1:99999"], "invalid --metrics '127.0.0.1:99999': give HOST:PORT"),
-    (["--metrics-textfile", "/nonexistent-pyboss-dir/m.prom"], "cannot write --metrics-textfile "
-     "/nonexistent-pyboss-dir/m.prom: give a file in an existing, writable directory"),
-    (["--metrics-textfile", "/tmp"], "cannot write --metrics-textfile /tmp: give a file"),
-])
-def test_bad_metrics_options_give_one_line_and_exit_2(tmp_path, args, message):
-    result = run_exec(tmp_path, *args, "--", "true")
-    assert result.returncode == 2
-    assert result.stdout == ""
-    assert len(result.stderr.splitlines()) == 1, result.stderr
-    assert result.stderr.startswith("pyboss exec: " + message), result.stderr
-    assert not (tmp_path / "run").exists()
-
-
-def test_metrics_port_in_use_is_one_line_and_leaves_nothing(tmp_path):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = run_exec(tmp_path, "--listen", "unix:%s" % (tmp_path / "a.sock"),
-                          "--metrics", "127.0.0.1:%d" % port, "--", "true")
-    assert result.returncode == 2
-    assert result.stderr.splitlines() == [
-        "pyboss exec: --metrics: cannot listen on tcp://127.0.0.1:%d: Address already in use "
-        "(another process is listening there; stop it or choose another port)" % port]
-    assert os.listdir(tmp_path) == []
