@@ -85,6 +85,8 @@ def _exec_child(argv, env, fds, error_fd):
 class Generation:
     """A child process running the app, numbered from 1 in the order they start."""
 
+    reaper = None       # the supervisor's Reaper, which signals whole process trees
+
     def __init__(self, number, pid, pidfd, exec_fd):
         self.number = number
         self.pid = pid
@@ -135,6 +137,9 @@ class Generation:
         self.ready_after = time.monotonic() - self.started_mono
 
     def signal(self, signum):
+        """Signal the generation: its whole process tree once a Reaper is attached."""
+        if self.reaper is not None:
+            return self.reaper.signal_tree(self, signum)
         if self.alive:
             try:
                 signal.pidfd_send_signal(self.pidfd, signum)
