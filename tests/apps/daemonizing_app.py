@@ -1,11 +1,12 @@
 """An app that daemonizes a grandchild which serves on the listening socket, as some
 servers' worker managers do (fork, setsid, fork, exit).
 
-    daemonizing_app.py MARKDIR [--grandchild-ignores-term]
+    daemonizing_app.py MARKDIR [--grandchild-ignores-term] [--term-delay SECONDS]
 
 The grandchild writes MARKDIR/grandchild-GEN (its pid) once it serves, and
 MARKDIR/grandchild-GEN.term when SIGTERM reaches it (then exits, unless it ignores
-SIGTERM). The main process sends READY=1 once the grandchild serves and exits 0 on
+SIGTERM); with --term-delay it first takes that long to finish and then writes
+MARKDIR/grandchild-GEN.exited, which a SIGKILL would prevent. The main process sends READY=1 once the grandchild serves and exits 0 on
 SIGTERM. Requests get {"generation": GEN, "pid": PID, "role": "grandchild"}.
 """
 import json
@@ -30,13 +31,16 @@ def serve(sock):
             conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
 
-def grandchild(markdir, ignore_term):
+def grandchild(markdir, ignore_term, term_delay):
     mark = os.path.join(markdir, "grandchild-" + GENERATION)
 
     def on_term(*_):
         with open(mark + ".term", "w") as f:
             f.write(str(os.getpid()))
         if not ignore_term:
+            time.sleep(term_delay)          # finishing its work
+            with open(mark + ".exited", "w") as f:
+                f.write(str(os.getpid()))
             os._exit(0)
 
     signal.signal(signal.SIGTERM, on_term)
@@ -50,13 +54,14 @@ def grandchild(markdir, ignore_term):
 def main():
     markdir = sys.argv[1]
     ignore_term = "--grandchild-ignores-term" in sys.argv
+    term_delay = float(sys.argv[sys.argv.index("--term-delay") + 1]) if "--term-delay" in sys.argv else 0
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     if os.fork() == 0:
         os.setsid()
         if os.fork() == 0:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             try:
-                grandchild(markdir, ignore_term)
+                grandchild(markdir, ignore_term, term_delay)
             finally:
                 os._exit(1)
         os._exit(0)
