@@ -2,9 +2,12 @@
 container runtime gives its entrypoint (`unshare --pid --fork --mount-proc`)."""
 import json
 import os
+import resource
 import shutil
-import socket
 import signal
+import socket
+import subprocess
+import tempfile
 import threading
 
 import pytest
@@ -139,3 +142,48 @@ def test_sigterm_to_pid1_drains_the_whole_tree_and_leaves_nothing(start_pid1, tm
     assert os.path.exists(tmp_path / "grandchild-1.exited")
     assert "every generation is gone; exiting with status 0" in boss.output()
     assert not pid_alive(init)
+
+
+PODMAN_SCRIPT = os.path.join(APPS, "podman_rootfs.sh")
+
+
+def test_under_podman_sighup_reloads_under_load_and_stop_drains(start_pyboss, tmp_path, request):
+    if not shutil.which("podman"):
+        pytest.skip("podman is not installed (tests/debian-packages lists it)")
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    store = tempfile.mkdtemp(prefix="pyboss-podman-", dir="/tmp")   # runroot: 50 chars at most
+    request.addfinalizer(lambda: shutil.rmtree(store, ignore_errors=True))
+    # podman's default RLIMIT_NOFILE (1048576) and RLIMIT_NPROC can be above what the
+    # host lets even root set without CAP_SYS_RESOURCE: ask for modest ones.
+    conf = tmp_path / "containers.conf"
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    conf.write_text('[containers]\ndefault_ulimits = ["nofile=%d:%d", "nproc=4096:4096"]\n'
+                    % (nofile, nofile))
+    name = "pyboss-test-%d" % os.getpid()
+    podman = ["podman", "--root", store + "/root", "--runroot", store + "/run"]
+    boss = start_pyboss([PYTHON, "-m", "pyboss.demo"], "--stop-timeout", "8",
+                        wrapper=["unshare", "--mount", "sh", PODMAN_SCRIPT, str(rootfs),
+                                 store, name],
+                        env={"CONTAINERS_CONF": str(conf)}, wait_ready=False)
+
+    def serving():
+        assert boss.proc.poll() is None, "podman run exited: %s" % boss.output()
+        return os.path.exists(boss.control) and boss.serving()
+    wait_until(serving, what="pyboss to serve in the container")
+    assert boss.status()["pid"] == 1           # PID 1 of the container
+    with Load(boss.address(), threads=4) as load:
+        for generation in range(2, 5):
+            kill = subprocess.run(podman + ["kill", "-s", "HUP", name], capture_output=True,
+                                  text=True, timeout=60)
+            assert kill.returncode == 0, kill.stderr
+            wait_until(lambda: (boss.serving() or {}).get("number") == generation,
+                       what="generation %d to serve after podman kill -s HUP" % generation)
+    print("\npodman: 3 'podman kill -s HUP' under load: %d requests, %d failed"
+          % (len(load.results), len(load.errors)))
+    assert load.errors == []
+    stop = subprocess.run(podman + ["stop", "-t", "10", name], capture_output=True, text=True,
+                          timeout=60)
+    assert stop.returncode == 0, stop.stderr
+    assert boss.proc.wait(60) == 0             # podman run: the container's exit status
+    assert "every generation is gone; exiting with status 0" in boss.output()
