@@ -13,6 +13,7 @@ from .. import sd
 from .generation import DRAINING, Generation, is_descendant
 from .loop import EventLoop
 from .reaper import Reaper
+from .watch import ChangeReloads
 from ..systemd.upstream import Upstream
 from ..systemd.watchdog import Keepalive
 
@@ -55,6 +56,7 @@ class Supervisor(EventLoop):
         self.watch(notify, self.on_notify)
         self.reaper = Reaper(self)            # orphans, and generations as whole trees
         self.handle_SIGCHLD = self.reaper.reap
+        self.changes = ChangeReloads.start(self, settings)   # --reload-on-change
 
     # -- life cycle -------------------------------------------------------------
 
@@ -390,5 +392,6 @@ class Supervisor(EventLoop):
                 "state": self.state(), "command": self.settings.argv,
                 "generations": [g.as_dict() for g in self.generations()],
                 "listeners": [l.as_dict() for l in self.listeners],
-                "reloads": list(self.history), "orphans": self.reaper.as_dict()}
+                "reloads": list(self.history), "orphans": self.reaper.as_dict(),
+                "reload_on_change": self.changes and self.changes.as_dict()}
 
