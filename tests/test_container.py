@@ -144,6 +144,13 @@ def test_sigterm_to_pid1_drains_the_whole_tree_and_leaves_nothing(start_pid1, tm
     assert not pid_alive(init)
 
 
+def test_sigint_to_pid1_stops(start_pid1):
+    boss = start_pid1([PYTHON, "-m", "pyboss.demo"])
+    os.kill(boss.init, signal.SIGINT)
+    assert boss.proc.wait(60) == 0
+    assert "stopping: SIGTERM to every generation" in boss.output()
+
+
 PODMAN_SCRIPT = os.path.join(APPS, "podman_rootfs.sh")
 
 
