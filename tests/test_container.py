@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from pyboss_testing import PYTHON, Load, children, http_get, pid_alive, wait_until
+from pyboss_testing import PYBOSS, PYTHON, TIMEOUT, Load, children, http_get, pid_alive, wait_until
 
 APPS = os.path.join(os.path.dirname(__file__), "apps")
 # --kill-child: should the test die, pyboss goes with unshare.
@@ -194,3 +194,53 @@ def test_under_podman_sighup_reloads_under_load_and_stop_drains(start_pyboss, tm
     assert stop.returncode == 0, stop.stderr
     assert boss.proc.wait(60) == 0             # podman run: the container's exit status
     assert "every generation is gone; exiting with status 0" in boss.output()
+
+
+def containerfile_instruction(text, instruction):
+    """The exec-form JSON array of a Containerfile instruction (continuation lines joined)."""
+    joined = text.replace("\\\n", " ")
+    for line in joined.splitlines():
+        if line.startswith(instruction + " "):
+            rest = line[len(instruction) + 1:]
+            return json.loads(rest[rest.index("["):])
+    raise AssertionError("no %s in the Containerfile" % instruction)
+
+
+def test_example_containerfile_entrypoint_runs_as_pid1_and_its_healthcheck_passes(tmp_path):
+    """The image's ENTRYPOINT + CMD, run as PID 1 of fresh PID, mount and network
+    namespaces (no image needed: the host has pyboss); its HEALTHCHECK from inside."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "examples", "container", "Containerfile")) as f:
+        text = f.read()
+    local = {"pyboss": PYBOSS, "python3": [PYTHON]}
+    command = containerfile_instruction(text, "ENTRYPOINT") + containerfile_instruction(text, "CMD")
+    command = [part for word in command for part in local.get(word, [word])]
+    healthcheck = containerfile_instruction(text, "HEALTHCHECK")
+    healthcheck = [part for word in healthcheck for part in local.get(word, [word])]
+    # A private /run (pyboss's default control socket) and a loopback of its own.
+    inside = "mount -t tmpfs tmpfs /run && ip link set lo up && exec \"$@\""
+    log = open(tmp_path / "container.log", "w")
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--net",
+                             "sh", "-c", inside, "sh"] + command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        init = wait_until(lambda: children(proc.pid), what="PID 1")[0][0]
+        enter = ["nsenter", "-t", str(init), "-m", "-n", "-p", "--"]
+
+        def healthy():
+            assert proc.poll() is None, (tmp_path / "container.log").read_text()
+            return subprocess.run(enter + healthcheck, capture_output=True, text=True,
+                                  timeout=TIMEOUT).returncode == 0
+        wait_until(healthy, what="the HEALTHCHECK to pass")
+        result = subprocess.run(enter + healthcheck, capture_output=True, text=True, timeout=TIMEOUT)
+        assert result.stdout.startswith("serving: generation 1 (pid "), result.stderr
+        os.kill(init, signal.SIGHUP)
+        wait_until(lambda: "serving: generation 2 " in subprocess.run(
+            enter + healthcheck, capture_output=True, text=True, timeout=TIMEOUT).stdout,
+            what="generation 2 after SIGHUP")
+        os.kill(init, signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
