@@ -85,3 +85,29 @@ def test_leftovers_of_a_drained_generation_are_killed_after_the_drain_timeout(st
     assert os.path.exists(tmp_path / "grandchild-1.term")
     assert "left 1 process(es) behind (pid %d)" % old in boss.output()
     assert http_get(boss.address())["generation"] == 2
+
+
+def test_stop_reaches_an_orphan_that_carries_no_generation_mark(start_pyboss, tmp_path):
+    boss = start_pyboss([PYTHON, APP, str(tmp_path), "--scrub-environment"])
+    grandchild = grandchild_pid(tmp_path, 1)
+    with open("/proc/%d/environ" % grandchild, "rb") as f:
+        assert b"PYBOSS_GENERATION" not in f.read()
+    assert parent_of(grandchild) == boss.pid
+    address = boss.address()
+    result = boss.stop()
+    assert result.returncode == 0, result.stderr
+    assert os.path.exists(tmp_path / "grandchild-1.term")
+    assert not pid_alive(grandchild)
+    assert port_is_free(address)
+
+
+def test_reload_drains_an_unmarked_orphan_of_the_old_generation_and_spares_the_new_ones(
+        start_pyboss, tmp_path):
+    boss = start_pyboss([PYTHON, APP, str(tmp_path), "--scrub-environment"])
+    old = grandchild_pid(tmp_path, 1)
+    assert boss.reload().returncode == 0
+    new = grandchild_pid(tmp_path, 2)
+    wait_until(lambda: not pid_alive(old), what="generation 1's unmarked orphan to exit")
+    assert os.path.exists(tmp_path / "grandchild-1.term")
+    assert not os.path.exists(tmp_path / "grandchild-2.term")
+    assert pid_alive(new)

@@ -187,7 +187,7 @@ class Supervisor(EventLoop):
         gen.state = DRAINING
         self.old.append(gen)
         gen.signal(signum)
-        self.reaper.signal_strays(signum, unmarked_only=True)
+        self.reaper.on_drain(signum)
         if signum != signal.SIGKILL:
             gen.deadline_timer = self.call_later(timeout, lambda: gen.signal(signal.SIGKILL))
         draining = [g for g in self.old if g.alive]

@@ -15,8 +15,10 @@ How a process is tied to its generation, and why this way:
 Process groups and sessions do not work for this: setsid(), the very step that
 daemonizing takes, leaves both. Cgroups would, but need delegation that neither a
 container entrypoint nor a plain user has; the proc connector needs CAP_NET_ADMIN.
-Orphans that carry no mark (say, left by `docker exec`) are reaped all the same, and
-are signalled while a generation drains and when pyboss stops.
+Orphans that carry no mark (they scrubbed their environment, or came from `docker
+exec`) are reaped all the same, get the drain signal when a generation drains if they
+are older than the generation now serving (so never one of its own), and the stop
+signal when pyboss stops.
 """
 import ctypes
 import os
@@ -177,15 +179,28 @@ class Reaper:
         alive = {(p, f[2]) for p, f in ((p, _stat_fields(p)) for p, _ in self.seen) if f}
         self.seen = {k: v for k, v in self.seen.items() if k in alive}
 
-    def signal_strays(self, signum, unmarked_only=False):
+    def signal_strays(self, signum, unmarked_only=False, started_before=None):
         """Signal pyboss's other orphans: those of no live generation (and, unless
-        unmarked_only, also the leftovers of generations whose main process is gone)."""
+        unmarked_only, also the leftovers of generations whose main process is gone);
+        with started_before (a /proc start time), only those that started earlier."""
         live = {g.number for g in self.supervisor.generations() if g.alive}
         for pid in self.orphans():
             owner = self.owner(pid)
             if owner in live or (unmarked_only and owner is not None):
                 continue
+            fields = _stat_fields(pid)
+            if started_before is not None and (fields is None or fields[2] >= started_before):
+                continue
             self._signal_below([(pid, self.pid)], owner, signum)
+
+    def on_drain(self, signum):
+        """A generation drains: orphans nobody can place get the drain signal too, but
+        only those older than the generation now serving, which cannot be its own (a
+        failed start's SIGKILL is for that generation alone)."""
+        current = self.supervisor.current
+        fields = current is not None and current.alive and _stat_fields(current.pid)
+        if signum not in (0, signal.SIGKILL) and fields:
+            self.signal_strays(signum, unmarked_only=True, started_before=fields[2])
 
     def generation_exited(self, gen, drain_signal, drain_timeout):
         """gen's main process is gone. Whatever it left behind is drained like gen

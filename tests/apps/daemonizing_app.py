@@ -2,12 +2,16 @@
 servers' worker managers do (fork, setsid, fork, exit).
 
     daemonizing_app.py MARKDIR [--grandchild-ignores-term] [--term-delay SECONDS]
+                               [--scrub-environment]
 
 The grandchild writes MARKDIR/grandchild-GEN (its pid) once it serves, and
 MARKDIR/grandchild-GEN.term when SIGTERM reaches it (then exits, unless it ignores
 SIGTERM); with --term-delay it first takes that long to finish and then writes
-MARKDIR/grandchild-GEN.exited, which a SIGKILL would prevent. The main process sends READY=1 once the grandchild serves and exits 0 on
-SIGTERM. Requests get {"generation": GEN, "pid": PID, "role": "grandchild"}.
+MARKDIR/grandchild-GEN.exited, which a SIGKILL would prevent. With
+--scrub-environment the grandchild re-executes itself with an empty environment, so it
+carries no trace of the generation it came from. The main process sends READY=1 once
+the grandchild serves and exits 0 on SIGTERM. Requests get {"generation": GEN, "pid":
+PID, "role": "grandchild"}.
 """
 import json
 import os
@@ -52,14 +56,21 @@ def grandchild(markdir, ignore_term, term_delay):
 
 
 def main():
+    global GENERATION
     markdir = sys.argv[1]
     ignore_term = "--grandchild-ignores-term" in sys.argv
     term_delay = float(sys.argv[sys.argv.index("--term-delay") + 1]) if "--term-delay" in sys.argv else 0
+    if "--as-grandchild" in sys.argv:
+        GENERATION = sys.argv[sys.argv.index("--as-grandchild") + 1]
+        grandchild(markdir, ignore_term, term_delay)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     if os.fork() == 0:
         os.setsid()
         if os.fork() == 0:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            if "--scrub-environment" in sys.argv:
+                args = [a for a in sys.argv if a != "--scrub-environment"]
+                os.execve(sys.executable, [sys.executable] + args + ["--as-grandchild", GENERATION], {})
             try:
                 grandchild(markdir, ignore_term, term_delay)
             finally:
