@@ -5,6 +5,7 @@ import signal
 import time
 
 from .. import sd
+from .reaper import proc_stat
 
 STARTING, SERVING, DRAINING, EXITED = "starting", "serving", "draining", "exited"
 
@@ -24,12 +25,8 @@ def describe_status(status):
 
 
 def parent_pid(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            # The command name may hold spaces and parentheses: split after the last ')'.
-            return int(f.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
+    fields = proc_stat(pid)
+    return fields[1] if fields is not None else 0
 
 
 def is_descendant(pid, ancestor, depth=32):

@@ -37,7 +37,7 @@ def become_subreaper():
         return False
 
 
-def _stat_fields(pid):
+def proc_stat(pid):
     """(state, ppid, starttime) from /proc/PID/stat, or None once it is gone."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
@@ -72,7 +72,7 @@ def _children_by_scan(pid):
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            fields = _stat_fields(int(entry))
+            fields = proc_stat(int(entry))
             if fields is not None and fields[1] == pid:
                 found.append(int(entry))
     return found
@@ -98,7 +98,7 @@ def send(pid, parent, signum):
     except OSError:
         return False
     try:
-        fields = _stat_fields(pid)
+        fields = proc_stat(pid)
         if fields is None or fields[1] != parent or fields[0] == "Z":
             return False
         signal.pidfd_send_signal(pidfd, signum)
@@ -129,7 +129,7 @@ class Reaper:
         return [p for p in children_of(self.pid) if p not in mains and p not in self.helpers]
 
     def owner(self, pid):
-        fields = _stat_fields(pid)
+        fields = proc_stat(pid)
         if fields is not None and (pid, fields[2]) in self.seen:
             return self.seen[(pid, fields[2])]
         return generation_mark(pid)
@@ -172,11 +172,11 @@ class Reaper:
             if parent is not None:
                 send(pid, parent, signum)
             for child in children_of(pid):
-                fields = _stat_fields(child)
+                fields = proc_stat(child)
                 if fields is not None and number is not None:
                     self.seen[(child, fields[2])] = number
                 queue.append((child, pid))
-        alive = {(p, f[2]) for p, f in ((p, _stat_fields(p)) for p, _ in self.seen) if f}
+        alive = {(p, f[2]) for p, f in ((p, proc_stat(p)) for p, _ in self.seen) if f}
         self.seen = {k: v for k, v in self.seen.items() if k in alive}
 
     def signal_strays(self, signum, unmarked_only=False, started_before=None):
@@ -188,7 +188,7 @@ class Reaper:
             owner = self.owner(pid)
             if owner in live or (unmarked_only and owner is not None):
                 continue
-            fields = _stat_fields(pid)
+            fields = proc_stat(pid)
             if started_before is not None and (fields is None or fields[2] >= started_before):
                 continue
             self._signal_below([(pid, self.pid)], owner, signum)
@@ -198,7 +198,7 @@ class Reaper:
         only those older than the generation now serving, which cannot be its own (a
         failed start's SIGKILL is for that generation alone)."""
         current = self.supervisor.current
-        fields = current is not None and current.alive and _stat_fields(current.pid)
+        fields = current is not None and current.alive and proc_stat(current.pid)
         if signum not in (0, signal.SIGKILL) and fields:
             self.signal_strays(signum, unmarked_only=True, started_before=fields[2])
 
