@@ -144,6 +144,9 @@ def test_broken_config_keeps_the_old_generation_serving_and_a_later_change_tries
     assert changes["last_error"].endswith("exited with status 1")
     assert status["reloads"][-1]["outcome"] == "failed"
     assert "reload after a change failed: generation 2 (pid" in boss.output()
+    text = boss.cli("status").stdout
+    assert "  reload on change: %s\n    1 change(s): 0 reloaded, 1 failed (last: generation 2 " \
+        % flags in text
     with open(flags, "w") as f:                        # fixed, written in place this time
         f.write("--work-ms 1")
     boss.upstream.wait_for("RELOADING=1")
