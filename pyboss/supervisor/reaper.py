@@ -134,9 +134,9 @@ class Reaper:
             return self.seen[(pid, fields[2])]
         return generation_mark(pid)
 
-    def reap(self):
-        """On SIGCHLD: collect every orphan that exited (never a generation's main
-        process: its own pidfd handler collects that, with its status)."""
+    def collect(self):
+        """Reap every orphan that exited (never a generation's main process: its own
+        pidfd handler collects that, with its status)."""
         for pid in self.orphans():
             try:
                 done, _ = os.waitpid(pid, os.WNOHANG)
@@ -144,6 +144,10 @@ class Reaper:
                 continue
             if done:
                 self.reaped += 1
+
+    def reap(self):
+        """On SIGCHLD."""
+        self.collect()
         if self.remnant_timers:
             owners = {self.owner(p) for p in self.orphans()}
             for number in [n for n in self.remnant_timers if n not in owners]:
@@ -225,7 +229,8 @@ class Reaper:
         self._signal_below(roots, number, signal.SIGKILL)
 
     def remaining(self):
-        """Orphans not yet reaped: pyboss has not stopped until there are none."""
+        """Orphans still there: pyboss has not stopped until there are none."""
+        self.collect()
         return self.orphans()
 
     def as_dict(self):
