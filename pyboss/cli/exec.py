@@ -73,7 +73,9 @@ def checked_watch_paths(paths, debounce):
               help="Sent to every generation when pyboss stops.")
 @click.option("--stop-timeout", type=SECONDS, default=30, show_default=True,
               metavar="SECONDS", help="SIGKILL what is still running this long after the "
-              "stop signal. Keep it below systemd's TimeoutStopSec=.")
+              "stop signal. Keep it below systemd's TimeoutStopSec=, or a container's grace "
+              "period (docker/podman stop -t: 10 s; Kubernetes terminationGracePeriodSeconds: "
+              "30 s), after which the runtime SIGKILLs everything.")
 @click.option("--max-draining", type=click.IntRange(1), default=4, show_default=True,
               help="Old generations allowed to drain at once; the oldest is killed beyond.")
 @click.option("--crash-limit", type=click.IntRange(1), default=5, show_default=True,
@@ -109,6 +111,13 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     generation gracefully, then pyboss exits. Exit status: 0 after a stop, 1 when
     the app never became ready CRASH_LIMIT times in a row, 2 for bad input or a
     COMMAND that cannot be executed.
+
+    pyboss is a child subreaper: processes an app daemonizes stay under it, are
+    signalled with their generation, and 'pyboss stop' returns only when none is
+    left. As a container's entrypoint (PID 1) it reaps every orphan in the
+    container; SIGTERM from 'docker stop' or the kubelet drains within
+    --stop-timeout, SIGHUP ('docker kill -s HUP') reloads. With --reload-on-change
+    a changed configuration or certificate reloads the app by itself.
     """
     if not command:
         raise UserError("no COMMAND given: put the program to run after '--', e.g. "
