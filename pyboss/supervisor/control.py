@@ -261,9 +261,18 @@ def format_status(status):
     if status.get("failed"):
         lines.append("  last failed generations:")
     for g in status.get("failed", []):
-        lines.append("    #%-4d pid %-8d %s after %s" % (g["number"], g["pid"],
-                                                       g["failure"] or g["exit"] or "killed", _duration(g["uptime"])))
+        how = g["failure"] or g["exit"] or "killed"
+        lines.append("    #%-4d pid %-8d %s after %s" % (g["number"], g["pid"], how,
+                                                       _duration(g["uptime"])))
         lines.extend("          | %s" % line for line in g["last_lines"] or [])
+    changes = status.get("reload_on_change")
+    if changes:
+        lines.append("  reload on change: %s" % ", ".join(changes["paths"]))
+        lines.append("    %d change(s): %d reloaded, %d failed%s" % (
+            changes["changes"], changes["reloaded"], changes["failed"],
+            " (last: %s)" % changes["last_error"] if changes["failed"] else ""))
+    if status.get("orphans", {}).get("reaped"):
+        lines.append("  orphans reaped: %d" % status["orphans"]["reaped"])
     return "\n".join(lines)
 
 

@@ -13,7 +13,8 @@ from .. import sd
 from .generation import DRAINING, Generation, is_descendant
 from .loop import EventLoop
 from .observe import Observations
-from .output import one_line
+from .reaper import Reaper
+from .watch import ChangeReloads
 from ..systemd.upstream import Upstream
 from ..systemd.watchdog import Keepalive
 
@@ -25,7 +26,7 @@ class ReloadFailed(Exception):
 
 
 class Supervisor(EventLoop):
-    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 
     def __init__(self, settings, listeners, control, notify, log, upstream=None):
         super().__init__()
@@ -55,6 +56,9 @@ class Supervisor(EventLoop):
         self.observed = Observations(settings, self)   # counters, output, recent failures
         self.watch(control, self.on_control)
         self.watch(notify, self.on_notify)
+        self.reaper = Reaper(self)            # orphans, and generations as whole trees
+        self.handle_SIGCHLD = self.reaper.reap
+        self.changes = ChangeReloads.start(self, settings)   # --reload-on-change
 
     # -- life cycle -------------------------------------------------------------
 
@@ -84,6 +88,7 @@ class Supervisor(EventLoop):
             self.log("spawn-failed", "cannot fork: %s" % e.strerror, level="error")
             self.respawn_timer = self.call_later(self.next_backoff(), lambda: self.spawn(purpose))
             return
+        gen.reaper = self.reaper
         self.pending, self.pending_purpose = gen, purpose
         self.watch(gen.pidfd, lambda: self.on_exit(gen))
         self.watch(gen.exec_fd, lambda: self.on_exec(gen))
@@ -161,18 +166,17 @@ class Supervisor(EventLoop):
             self.retire(gen, signal.SIGKILL, 0)
         if self.stopping:
             return
-        lines = self.observed.failure(gen)
-        detail = reason + one_line(lines)     # the last lines it wrote, if pyboss has them
+        detail = reason + self.observed.failure(gen)    # with its last lines, if known
         if self.pending_purpose == "reload" and self.current is not None:
             self.record_reload(gen, "failed", reason)
             self.log("reload-failed", "reload failed: %s; %s keeps serving" % (detail, self.current),
                      level="error", generation=gen.number, pid=gen.pid)
             self.upstream.ready("reload failed: %s; %s" % (detail, self.status_line()))
-            self.answer({"ok": False, "error": reason, "last_lines": lines})
+            self.answer({"ok": False, "error": reason, "last_lines": gen.last_lines})
             self.start_followup()
             return
         self.failures += 1
-        self.answer({"ok": False, "error": reason, "last_lines": lines})
+        self.answer({"ok": False, "error": reason, "last_lines": gen.last_lines})
         if gen.exec_failed and self.number == 1:
             return self.die(2, reason)      # bad input: the command line reports it
         self.log("start-failed", detail, level="error", generation=gen.number, pid=gen.pid)
@@ -186,6 +190,7 @@ class Supervisor(EventLoop):
         gen.state = DRAINING
         self.old.append(gen)
         gen.signal(signum)
+        self.reaper.on_drain(signum)
         if signum != signal.SIGKILL:
             gen.deadline_timer = self.call_later(timeout, lambda: gen.signal(signal.SIGKILL))
         draining = [g for g in self.old if g.alive]
@@ -205,6 +210,7 @@ class Supervisor(EventLoop):
         gen.close()
         if gen.deadline_timer is not None:
             gen.deadline_timer.cancel()
+        self.reaper.generation_exited(gen, self.settings.drain_signal, self.settings.drain_timeout)
         if gen in self.old:
             self.old.remove(gen)
             self.log("exit", "%s %s" % (gen, gen.exit_reason), generation=gen.number, pid=gen.pid)
@@ -215,14 +221,17 @@ class Supervisor(EventLoop):
             if self.stopping:
                 self.log("exit", "%s %s" % (gen, gen.exit_reason), generation=gen.number, pid=gen.pid)
             else:
-                self.observed.counters.crashes += 1
-                self.log("crash", "%s %s while serving%s" % (gen, gen.exit_reason, one_line(
-                    self.observed.failure(gen))), level="error", generation=gen.number, pid=gen.pid)
+                self.log("crash", "%s %s while serving%s" % (gen, gen.exit_reason,
+                         self.observed.failure(gen)), level="error", generation=gen.number, pid=gen.pid)
                 if time.monotonic() - gen.started_mono > self.settings.backoff_max:
                     self.crashes = 0    # it ran well for a while: not a tight loop
                 if self.pending is None:
                     self.schedule_respawn()
-        if self.stopping and not self.generations():
+        self.maybe_finish()
+
+    def maybe_finish(self):     # stopped once nothing of any generation is left, orphans too
+        if self.stopping and not self.finished and not self.generations() \
+                and not self.reaper.remaining():
             self.finish()
 
     def finish(self):
@@ -236,7 +245,6 @@ class Supervisor(EventLoop):
 
     def schedule_respawn(self):
         delay = self.next_backoff()
-        self.observed.counters.respawns += 1
         self.log("respawn", "starting a new generation in %.1fs" % delay, delay="%.1f" % delay)
         self.upstream.status("no generation serving; respawning in %.1fs" % delay)
         self.respawn_timer = self.call_later(delay, lambda: self.spawn("start"))
@@ -274,11 +282,7 @@ class Supervisor(EventLoop):
 
     def record_reload(self, gen, outcome, reason):
         requested, started = self.reload_requested_at or (gen.started, gen.started_mono)
-        duration = time.monotonic() - started
-        self.observed.counters.reload(outcome, duration)
-        self.history.append({"generation": gen.number, "outcome": outcome, "reason": reason,
-                             "duration": round(duration, 3), "requested": round(requested, 3),
-                             "last_lines": gen.last_lines})
+        self.history.append(self.observed.reload(gen, outcome, reason, requested, started))
 
     # -- stop -----------------------------------------------------------------------
 
@@ -313,9 +317,9 @@ class Supervisor(EventLoop):
         for gen in self.generations():
             if gen.state != DRAINING or self.settings.drain_signal != self.settings.stop_signal:
                 gen.signal(self.settings.stop_signal)
+        self.reaper.signal_strays(self.settings.stop_signal)
         self.call_later(self.settings.stop_timeout, self.kill_everything)
-        if not self.generations():
-            self.finish()
+        self.maybe_finish()
 
     def kill_everything(self):
         for gen in self.generations():
@@ -323,6 +327,7 @@ class Supervisor(EventLoop):
                      % (gen, self.settings.stop_timeout), level="warning",
                      generation=gen.number, pid=gen.pid)
             gen.signal(signal.SIGKILL)
+        self.reaper.signal_strays(signal.SIGKILL)
 
     def die(self, code, message):
         self.exit_code, self.fatal = code, message
@@ -389,5 +394,6 @@ class Supervisor(EventLoop):
                 "state": self.state(), "command": self.settings.argv, **self.observed.status(),
                 "generations": [g.as_dict() for g in self.generations()],
                 "listeners": [l.as_dict() for l in self.listeners],
-                "reloads": list(self.history)}
+                "reloads": list(self.history), "orphans": self.reaper.as_dict(),
+                "reload_on_change": self.changes and self.changes.as_dict()}
 

@@ -5,7 +5,7 @@ from collections import deque
 
 from .. import __version__
 from .metrics import Counters
-from .output import InheritedOutput, JournalOutput
+from .output import InheritedOutput, JournalOutput, one_line
 
 FAILED_KEPT = 5
 
@@ -17,12 +17,29 @@ class Observations:
         self.output = choose_output(settings, loop)     # the generations' stdout and stderr
         self.failed = deque(maxlen=FAILED_KEPT)     # the last generations that failed
         self.metrics = {"address": None, "textfile": None}     # where they are exported
+        loop.log.observers.append(self.on_event)
+
+    def on_event(self, event):
+        """Crashes and respawns are counted as the core logs them."""
+        if event == "crash":
+            self.counters.crashes += 1
+        elif event == "respawn":
+            self.counters.respawns += 1
+
+    def reload(self, gen, outcome, reason, requested, started_mono):
+        """Count a finished reload; its entry in status's reload history."""
+        duration = time.monotonic() - started_mono
+        self.counters.reload(outcome, duration)
+        return {"generation": gen.number, "outcome": outcome, "reason": reason,
+                "duration": round(duration, 3), "requested": round(requested, 3),
+                "last_lines": gen.last_lines}
 
     def failure(self, gen):
-        """What gen wrote last (none if it never ran), kept for status; a list of lines."""
+        """Keep what gen wrote last (gen.last_lines, none if it never ran) for status and
+        verdicts; the lines as a suffix for one-line messages (": a | b", or "")."""
         gen.last_lines = [] if gen.exec_failed else self.output.last_lines(gen)
         self.failed.append(gen)
-        return gen.last_lines
+        return one_line(gen.last_lines)
 
     def status(self):
         """pyboss status's fields about pyboss itself and its failed generations."""
