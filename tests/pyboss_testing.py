@@ -82,11 +82,12 @@ class Pyboss(LoggedProcess):
     """One `pyboss exec` under test, with its control socket in a temp dir."""
 
     def __init__(self, tmp_path, command, *options, listen=("127.0.0.1:0",), env=None,
-                 wait_ready=True, name="t"):
+                 wait_ready=True, name="t", wrapper=()):
         self.dir = str(tmp_path)
         self.control = os.path.join(self.dir, name + ".sock")
         self.upstream = Notifications(self.dir)
-        args = PYBOSS + ["exec", "--control", self.control]
+        # wrapper: a command pyboss runs under, e.g. prlimit for a smaller fd limit.
+        args = list(wrapper) + PYBOSS + ["exec", "--control", self.control]
         for spec in listen:
             args += ["--listen", spec]
         args += list(options) + ["--"] + list(command)

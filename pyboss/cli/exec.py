@@ -59,9 +59,9 @@ def checked_name(name):
 @click.option("--stop-timeout", type=SECONDS, default=30, show_default=True,
               metavar="SECONDS", help="SIGKILL what is still running this long after the "
               "stop signal. Keep it below systemd's TimeoutStopSec=.")
-@click.option("--max-draining", type=click.IntRange(1), default=4, show_default=True,
+@click.option("--max-draining", type=click.IntRange(1, 1000), default=4, show_default=True,
               help="Old generations allowed to drain at once; the oldest is killed beyond.")
-@click.option("--crash-limit", type=click.IntRange(1), default=5, show_default=True,
+@click.option("--crash-limit", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="Give up (exit 1) after this many generations in a row exited without "
                    "ever becoming ready; systemd's Restart= can take over from there.")
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import click
 
-from .. import __version__
+from .. import __version__, values
 from ..errors import UserError
 from ..options import SECONDS, SignalType, check_executable
 from ..listeners import ListenError
@@ -78,7 +78,7 @@ def _say(text):
                    "$ENABLE_AUTO_RESTART.")
 @click.option("--auto-restart-interval", type=SECONDS, metavar="SECONDS",
               help="Default: $AUTO_RESTART_INTERVAL, else 360.")
-@click.option("--backlog", type=click.IntRange(1), help="listen() backlog [default: SOMAXCONN].")
+@click.option("--backlog", type=click.IntRange(1, 65535), help="listen() backlog [default: SOMAXCONN].")
 @click.option("--control", metavar="PATH",
               help="(pyboss) Also serve a control socket here, for 'pyboss status/reload/stop "
                    "--control PATH'.")
@@ -118,6 +118,12 @@ def start_server_command(ports, paths, workdir, interval, wait_ready, ready_time
         if not command:
             raise UserError("server program not specified: put it after '--', e.g. "
                                     "start_server --port 8080 -- myapp")
+        for variable in ("KILL_OLD_DELAY", "AUTO_RESTART_INTERVAL"):
+            if os.environ.get(variable):
+                try:
+                    values.seconds(os.environ[variable])
+                except ValueError as e:
+                    raise UserError("invalid $%s: %s" % (variable, e))
         env = {}
         for name, value in (("ENVDIR", envdir),
                             ("ENABLE_AUTO_RESTART", "1" if enable_auto_restart else None),

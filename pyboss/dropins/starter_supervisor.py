@@ -14,6 +14,7 @@ import os
 import signal
 import time
 
+from .. import values
 from ..supervisor.log import EventLog
 from .starter_files import ignore_enoent, load_envdir, write_status_file
 from ..supervisor.core import Supervisor
@@ -23,9 +24,11 @@ AUTO_RESTART_TICK = 1.0
 
 
 def _number(text, default):
+    """A number of seconds from the environment or the envdir, read again at every use:
+    a bad value (inf, nan, 1e10) falls back to the default instead of breaking a timer."""
     try:
-        return float(text)
-    except (TypeError, ValueError):
+        return values.seconds(text)
+    except ValueError:
         return default
 
 

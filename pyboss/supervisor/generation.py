@@ -5,6 +5,7 @@ import signal
 import time
 
 from .. import sd
+from . import limits
 
 STARTING, SERVING, DRAINING, EXITED = "starting", "serving", "draining", "exited"
 
@@ -54,6 +55,7 @@ def _exec_child(argv, env, fds, error_fd):
         for sig in getattr(fds, "ignored_signals", ()):
             signal.signal(sig, signal.SIG_IGN)
         signal.set_wakeup_fd(-1)
+        limits.restore_for_child()
         explicit = isinstance(fds, dict)
         layout = fds if explicit else {sd.SD_LISTEN_FDS_START + i: fd for i, fd in enumerate(fds)}
         count = 0 if explicit else len(layout)      # LISTEN_FDS only for the 3.. layout
