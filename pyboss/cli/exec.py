@@ -125,7 +125,7 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
             notify = store.notify_receiver(sd.NotifyReceiver) or \
                 open_notify_socket(os.path.dirname(path))
             cleanup.callback(notify.close)
-        except (ListenError, ControlError) as e:
+        except (ListenError, ControlError, sd.ListenFdsError) as e:
             raise UserError(str(e))
         store.adopt(listeners, specs)
         store.drain(notify)

@@ -271,6 +271,7 @@ def request(path, obj, timeout=DEFAULT_TIMEOUT):
 def _connect(sock, path, timeout):
     # Blocking with SO_SNDTIMEO: connect() then waits for room in a full backlog (a
     # non-blocking one would fail at once with EAGAIN while pyboss works through it).
+    timeout = max(timeout, 0.001)     # SO_SNDTIMEO 0 would mean "forever"
     seconds = int(timeout)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                     struct.pack("ll", seconds, int((timeout - seconds) * 1e6)))
