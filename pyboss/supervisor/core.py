@@ -65,18 +65,19 @@ class Supervisor(EventLoop):
             self.run_forever()
         except BaseException:         # noqa: BLE001 - pyboss's own bug: the app lives on
             failed = True
-            self.event_failed(self.run_forever)
+            self.event_failed(self.run_forever, fatal=True)
             self.exit_code = 70       # EX_SOFTWARE
         finally:
             self.restore_signals()
             self.shutdown(abandon=failed)
         return self.exit_code
 
-    def event_failed(self, callback):
+    def event_failed(self, callback, fatal=False):
         import traceback
-        self.log("bug", "unexpected error in %s; pyboss carries on:\n%s"
-                 % (getattr(callback, "__qualname__", callback), traceback.format_exc().rstrip()),
-                 level="error")
+        self.log("bug", "unexpected error in %s; %s:\n%s"
+                 % (getattr(callback, "__qualname__", callback),
+                    "pyboss cannot go on" if fatal else "pyboss carries on",
+                    traceback.format_exc().rstrip()), level="error")
 
     def generations(self):
         gens = [self.current, self.pending] + self.old
