@@ -70,7 +70,7 @@ def parse_spec(text, default_name):
     if host == "*":
         host = ""
     port = m.group(3)
-    if not port.isdigit() or int(port) > 65535:
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ListenError("invalid port %r in %r: use a number from 0 to 65535" % (port, text))
     return ListenSpec(name, kind, host=host, port=int(port))
 
