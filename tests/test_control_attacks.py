@@ -163,3 +163,11 @@ def test_reload_wait_announced_time_follows_the_ready_timeout(start_pyboss, app)
     result = boss.cli("reload", "--wait", "--timeout", "1")
     assert result.returncode == 0, result.stderr
     assert "reloaded: generation 2" in result.stdout
+
+
+def test_a_client_that_does_not_ask_for_the_acknowledgement_gets_only_the_answer(
+        start_pyboss, app):
+    """Clients of earlier versions read one line: it must be the answer."""
+    boss = start_pyboss([app[0]])
+    reply = raw_request(boss.control, b'{"command": "reload", "wait": true}\n')
+    assert reply.startswith(b'{"ok": true, "generation": 2'), reply

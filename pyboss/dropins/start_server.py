@@ -191,17 +191,21 @@ def daemonize_now():
 
 
 def open_runtime(control):
-    """The control socket and pyboss's NOTIFY_SOCKET, plus a private directory to remove."""
+    """The control socket and pyboss's NOTIFY_SOCKET, plus the directories pyboss made for
+    them (remove_runtime removes them)."""
     from ..supervisor.control import ControlServer, open_notify_socket, runtime_dir
+    from ..supervisor.rundir import ControlError, check_default_dir, make_dirs
     private = None
     if control is None:
         base = runtime_dir()
         try:
-            os.makedirs(base, mode=0o700, exist_ok=True)
-        except OSError:
-            base = None
-        private = tempfile.mkdtemp(prefix="start_server-", dir=base)
-        control = os.path.join(private, "control.sock")
+            created = make_dirs(base)
+            if not created:
+                check_default_dir(base)
+        except ControlError:
+            base, created = None, []      # not ours to trust: a fresh private one in $TMPDIR
+        private = created + [tempfile.mkdtemp(prefix="start_server-", dir=base)]
+        control = os.path.join(private[-1], "control.sock")
     try:
         server = ControlServer(control)
         try:
@@ -210,10 +214,16 @@ def open_runtime(control):
             server.close()
             raise
     except BaseException:
-        if private:
-            shutil.rmtree(private, ignore_errors=True)
+        remove_runtime(private)
         raise
     return server, notify, private
+
+
+def remove_runtime(private):
+    from ..supervisor.rundir import remove_dirs
+    if private:
+        shutil.rmtree(private[-1], ignore_errors=True)
+        remove_dirs(private[:-1])
 
 
 def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_hup,
@@ -292,8 +302,7 @@ def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_h
     finally:
         for close in reversed(held):
             close()
-        if private:
-            shutil.rmtree(private, ignore_errors=True)
+        remove_runtime(private)
         if logger is not None:
             finish_logger(logger, redirected)
         if pid:

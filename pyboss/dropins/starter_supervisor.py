@@ -215,9 +215,9 @@ class StarterSupervisor(Supervisor):
     def kill_everything(self):
         pass                             # start_server waits for its workers, however long
 
-    def shutdown(self):
+    def shutdown(self, abandon=False):
         try:
-            super().shutdown()
+            super().shutdown(abandon)
         finally:
             if self.status_written is not None:
                 ignore_enoent(os.unlink, self.status_file)

@@ -2,8 +2,9 @@
 
 Requests: {"command": "reload", "wait": true} | {"command": "stop"} | {"command": "status"}.
 Every request gets exactly one JSON line back. A request whose answer comes later (reload
---wait, stop) first gets {"accepted": true, "wait": SECONDS}: the client then knows the
-supervisor is alive and how long the work may take, and never waits unbounded.
+--wait, stop) and that asks for it ("ack": true) first gets {"accepted": true, "wait":
+SECONDS}: the client then knows the supervisor is alive and how long the work may take,
+and never waits unbounded.
 """
 import errno
 import fcntl
@@ -256,7 +257,7 @@ def request(path, obj, timeout=DEFAULT_TIMEOUT):
             raise ControlError("refusing %s: it is served by uid %d, not by you (uid %d) or "
                                "root; another user may be impersonating pyboss"
                                % (path, uid, os.geteuid()))
-        _send(sock, encode(obj), path, timeout, deadline)
+        _send(sock, encode(dict(obj, ack=True)), path, timeout, deadline)
         buffer = bytearray()
         reply = _read_reply(sock, buffer, path, timeout, deadline)
         if reply.get("accepted"):

@@ -1,6 +1,8 @@
 """The control protocol's lines, parsed within bounds.
 
-A request is one JSON object on one line: {"command": "reload", "wait": true}. Nothing a
+A request is one JSON object on one line: {"command": "reload", "wait": true, "ack": true}
+("ack": the client wants {"accepted": true, "wait": SECONDS} first for work that takes
+time; clients of earlier versions do not ask for it and get only the answer). Nothing a
 caller sends may cost pyboss more than a bounded amount of memory and stack: the line is
 at most MAX_REQUEST bytes and its brackets nest at most MAX_DEPTH deep (60 KB of '['
 would otherwise raise RecursionError inside json).
@@ -48,8 +50,9 @@ def parse_request(line):
     command = request.get("command")
     if command not in COMMANDS:
         raise BadRequest("unknown command %s" % json.dumps(command)[:80])
-    if not isinstance(request.get("wait", False), bool):
-        raise BadRequest("'wait' must be true or false")
+    for flag in ("wait", "ack"):
+        if not isinstance(request.get(flag, False), bool):
+            raise BadRequest("'%s' must be true or false" % flag)
     return request
 
 

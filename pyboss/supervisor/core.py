@@ -358,13 +358,15 @@ class Supervisor(EventLoop):
         elif command == "reload" and request.get("wait"):
             # The pending generation's time, then this reload's own, if it is a follow-up.
             rounds = 2 if self.pending is not None else 1
-            conn.accepted(rounds * self.settings.ready_timeout + self.settings.backoff_max)
+            if request.get("ack"):
+                conn.accepted(rounds * self.settings.ready_timeout + self.settings.backoff_max)
             self.request_reload(conn)
         elif command == "reload":
             self.request_reload()
             conn.reply({"ok": True, "queued": True})
         else:
-            conn.accepted(self.settings.stop_timeout)
+            if request.get("ack"):
+                conn.accepted(self.settings.stop_timeout)
             self.stop(conn)
 
     def state(self):

@@ -116,7 +116,15 @@ class Generation:
             os.close(error_r)
             _exec_child(argv, env, fds, error_w)
         os.close(error_w)
-        return cls(number, pid, os.pidfd_open(pid), error_r)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            # Out of fds: a child pyboss cannot watch must not run on unsupervised.
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(error_r)
+            raise
+        return cls(number, pid, pidfd, error_r)
 
     def __repr__(self):
         return "generation %d (pid %d)" % (self.number, self.pid)
