@@ -83,7 +83,13 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     signal once the new one is ready. SIGTERM, SIGINT or 'pyboss stop' stop every
     generation gracefully, then pyboss exits. Exit status: 0 after a stop, 1 when
     the app never became ready CRASH_LIMIT times in a row, 2 for bad input or a
-    COMMAND that cannot be executed.
+    COMMAND that cannot be executed, 70 when pyboss itself failed (its generations
+    are then left serving, never killed).
+
+    Every SECONDS is a finite number from 0 to 604800 (a week); every SIGNAL a
+    name (TERM, SIGTERM, term) or number of a signal the app can catch (not KILL
+    or STOP). pyboss raises its own soft fd limit to the hard one; generations
+    get the soft limit pyboss was started with.
     """
     if not command:
         raise UserError("no COMMAND given: put the program to run after '--', e.g. "

@@ -107,7 +107,9 @@ def start_server_command(ports, paths, workdir, interval, wait_ready, ready_time
     and, once it started, sends --signal-on-hup to the old ones; SIGTERM sends
     --signal-on-term to all and exits when they are gone; a worker that dies is
     started again. Exit status: 0 after a stop or a successful --restart/--stop,
-    1 when --restart/--stop fail, 2 for bad input.
+    1 when --restart/--stop fail, 2 for bad input. Every SECONDS (also
+    $KILL_OLD_DELAY and $AUTO_RESTART_INTERVAL) is a finite number from 0 to
+    604800; every signal one the workers can catch (not KILL or STOP).
     """
     try:
         if restart or stop:
