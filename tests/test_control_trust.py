@@ -128,8 +128,14 @@ def fallback_env():
 def fallback_dir(other_uid):
     """/tmp/pyboss-UID of a user without XDG_RUNTIME_DIR; removed afterwards."""
     path = "/tmp/pyboss-%d" % other_uid
-    shutil.rmtree(path, ignore_errors=True)
+    remove(path)
     yield path
+    remove(path)
+
+
+def remove(path):
+    if os.path.islink(path):
+        os.unlink(path)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -188,3 +194,16 @@ def test_fallback_directory_with_a_wider_mode_is_refused(fallback_dir, other_uid
         "pyboss: refusing %s: its mode is 0755, it must be 0700 so that only you can place a "
         "socket there (chmod 700 %s, or remove it, or set XDG_RUNTIME_DIR, or pass --control "
         "PATH in a directory of yours)" % (fallback_dir, fallback_dir)]
+
+
+def test_fallback_directory_that_is_a_symlink_is_refused(fallback_dir, other_uid, tmp_path):
+    """Another user points /tmp/pyboss-UID at a directory of the victim's own."""
+    target = tmp_path / "victims-own"
+    target.mkdir(mode=0o700)
+    os.chown(target, other_uid, other_uid)
+    os.symlink(target, fallback_dir)
+    result = as_user(other_uid, PYBOSS + ["status"], env=fallback_env(), cwd="/")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "pyboss: refusing %s: it is not a directory (remove it, or set XDG_RUNTIME_DIR, or "
+        "pass --control PATH in a directory of yours)" % fallback_dir]

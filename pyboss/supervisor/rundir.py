@@ -38,11 +38,13 @@ def shared_tmp_dir():
 def check_private(directory, strict):
     """Refuse a directory someone else could have planted a socket in.
 
-    It must be a real directory owned by us; strict (the shared /tmp fallback) also wants
-    mode 0700, otherwise it must at least not be writable by group or others.
+    It must be a directory owned by us; strict (the shared /tmp fallback) also wants mode
+    0700 and no symlink, otherwise it must at least not be writable by group or others
+    (systemd's RuntimeDirectory= of a DynamicUser= service is a symlink into
+    /run/private, which only root can write to).
     """
     try:
-        st = os.lstat(directory)
+        st = os.lstat(directory) if strict else os.stat(directory)
     except FileNotFoundError:
         return
     except OSError as e:
