@@ -28,7 +28,7 @@ _PEERCRED = struct.Struct("3i")
 DEFAULT_TIMEOUT = 10.0    # for the supervisor to answer, or to accept a longer request
 MARGIN = 10.0             # beyond the time the supervisor announced for the work itself
 MAX_READING = 64          # connections that have not sent their request yet
-MAX_PARKED = 1024         # connections waiting for the end of a reload or stop
+MAX_PARKED = 256          # connections waiting for the end of a reload or stop
 IDLE_TIMEOUT = 10.0       # for a client to send its request
 
 
