@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pyboss_testing import PYBOSS, TIMEOUT, Load, pid_alive, wait_until
+from pyboss_testing import PYBOSS, TIMEOUT, Load
 
 
 def raw_request(path, data, timeout=TIMEOUT):
@@ -100,7 +100,7 @@ def test_idle_connection_flood_at_a_small_fd_limit_does_not_stop_control(start_p
         resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
 
-def test_idle_client_is_disconnected(start_pyboss, app, monkeypatch):
+def test_idle_client_is_disconnected(start_pyboss, app):
     boss = start_pyboss([app[0]])
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(boss.control)

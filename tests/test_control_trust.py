@@ -1,10 +1,8 @@
 """The control socket's place and trust: pyboss removes only what it created, refuses a
 directory someone else could have planted a socket in, and believes only an answer from
 its own user or root."""
-import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys

@@ -2,8 +2,6 @@
 they would have had without pyboss."""
 import pytest
 
-from pyboss_testing import TIMEOUT
-
 
 def nofile(pid):
     """(soft, hard) RLIMIT_NOFILE of a live process, from /proc."""
