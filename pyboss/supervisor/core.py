@@ -12,7 +12,9 @@ from collections import deque
 from .. import sd
 from .generation import DRAINING, Generation, is_descendant
 from . import limits
-from .loop import EventLoop
+from .loop import EventLoop, describe_failure
+from .reaper import Reaper
+from .watch import ChangeReloads
 from ..systemd.upstream import Upstream
 from ..systemd.watchdog import Keepalive
 
@@ -24,7 +26,7 @@ class ReloadFailed(Exception):
 
 
 class Supervisor(EventLoop):
-    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 
     def __init__(self, settings, listeners, control, notify, log, upstream=None):
         super().__init__()
@@ -53,6 +55,9 @@ class Supervisor(EventLoop):
         self.fatal = None
         control.serve(self, self.on_request, log)
         self.watch(notify, self.on_notify)
+        self.reaper = Reaper(self)            # orphans, and generations as whole trees
+        self.handle_SIGCHLD = self.reaper.reap
+        self.changes = ChangeReloads.start(self, settings)   # --reload-on-change
 
     # -- life cycle -------------------------------------------------------------
 
@@ -73,11 +78,7 @@ class Supervisor(EventLoop):
         return self.exit_code
 
     def event_failed(self, callback, fatal=False):
-        import traceback
-        self.log("bug", "unexpected error in %s; %s:\n%s"
-                 % (getattr(callback, "__qualname__", callback),
-                    "pyboss cannot go on" if fatal else "pyboss carries on",
-                    traceback.format_exc().rstrip()), level="error")
+        self.log("bug", describe_failure(callback, fatal), level="error")
 
     def generations(self):
         gens = [self.current, self.pending] + self.old
@@ -95,6 +96,7 @@ class Supervisor(EventLoop):
             self.log("spawn-failed", "cannot fork: %s" % e.strerror, level="error")
             self.respawn_timer = self.call_later(self.next_backoff(), lambda: self.spawn(purpose))
             return
+        gen.reaper = self.reaper
         self.pending, self.pending_purpose = gen, purpose
         self.watch(gen.pidfd, lambda: self.on_exit(gen))
         self.watch(gen.exec_fd, lambda: self.on_exec(gen))
@@ -195,6 +197,7 @@ class Supervisor(EventLoop):
         gen.state = DRAINING
         self.old.append(gen)
         gen.signal(signum)
+        self.reaper.on_drain(signum)
         if signum != signal.SIGKILL:
             gen.deadline_timer = self.call_later(timeout, lambda: gen.signal(signal.SIGKILL))
         draining = [g for g in self.old if g.alive]
@@ -209,10 +212,11 @@ class Supervisor(EventLoop):
             return
         self.unwatch(gen.pidfd)
         if gen.exec_fd is not None:
-            self.unwatch(gen.exec_fd)
+            self.on_exec(gen)   # an exec error can arrive in the same round as the exit
         gen.close()
         if gen.deadline_timer is not None:
             gen.deadline_timer.cancel()
+        self.reaper.generation_exited(gen, self.settings.drain_signal, self.settings.drain_timeout)
         if gen in self.old:
             self.old.remove(gen)
             self.log("exit", "%s %s" % (gen, gen.exit_reason), generation=gen.number, pid=gen.pid)
@@ -229,7 +233,11 @@ class Supervisor(EventLoop):
                     self.crashes = 0    # it ran well for a while: not a tight loop
                 if self.pending is None:
                     self.schedule_respawn()
-        if self.stopping and not self.generations():
+        self.maybe_finish()
+
+    def maybe_finish(self):     # stopped once nothing of any generation is left, orphans too
+        if self.stopping and not self.finished and not self.generations() \
+                and not self.reaper.remaining():
             self.finish()
 
     def finish(self):
@@ -317,9 +325,9 @@ class Supervisor(EventLoop):
         for gen in self.generations():
             if gen.state != DRAINING or self.settings.drain_signal != self.settings.stop_signal:
                 gen.signal(self.settings.stop_signal)
+        self.reaper.signal_strays(self.settings.stop_signal)
         self.call_later(self.settings.stop_timeout, self.kill_everything)
-        if not self.generations():
-            self.finish()
+        self.maybe_finish()
 
     def kill_everything(self):
         for gen in self.generations():
@@ -327,6 +335,7 @@ class Supervisor(EventLoop):
                      % (gen, self.settings.stop_timeout), level="warning",
                      generation=gen.number, pid=gen.pid)
             gen.signal(signal.SIGKILL)
+        self.reaper.signal_strays(signal.SIGKILL)
 
     def die(self, code, message):
         self.exit_code, self.fatal = code, message
@@ -356,17 +365,15 @@ class Supervisor(EventLoop):
         if command == "status":
             conn.reply(self.status())
         elif command == "reload" and request.get("wait"):
-            # The pending generation's time, then this reload's own, if it is a follow-up.
-            rounds = 2 if self.pending is not None else 1
-            if request.get("ack"):
-                conn.accepted(rounds * self.settings.ready_timeout + self.settings.backoff_max)
+            # The pending generation's time, then this reload's own if it is a follow-up.
+            conn.accepted((2 if self.pending else 1) * self.settings.ready_timeout
+                          + self.settings.backoff_max)
             self.request_reload(conn)
         elif command == "reload":
             self.request_reload()
             conn.reply({"ok": True, "queued": True})
         else:
-            if request.get("ack"):
-                conn.accepted(self.settings.stop_timeout)
+            conn.accepted(self.settings.stop_timeout)
             self.stop(conn)
 
     def state(self):
@@ -386,5 +393,6 @@ class Supervisor(EventLoop):
                 "state": self.state(), "command": self.settings.argv,
                 "generations": [g.as_dict() for g in self.generations()],
                 "listeners": [l.as_dict() for l in self.listeners],
-                "reloads": list(self.history)}
+                "reloads": list(self.history), "orphans": self.reaper.as_dict(),
+                "reload_on_change": self.changes and self.changes.as_dict()}
 

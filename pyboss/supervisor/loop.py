@@ -9,6 +9,7 @@ import itertools
 import os
 import selectors
 import signal
+import sys
 import time
 from collections import deque
 
@@ -93,10 +94,17 @@ class EventLoop:
         except Exception:       # noqa: BLE001 - whatever it was, it must not end the loop
             self.event_failed(callback)
 
-    def event_failed(self, callback):
+    def event_failed(self, callback, fatal=False):
         """A hook: report an unexpected exception raised while handling one event."""
-        import traceback
-        traceback.print_exc()
+        sys.stderr.write(describe_failure(callback, fatal) + "\n")
+
+
+def describe_failure(callback, fatal):
+    """The exception being handled, with its traceback, as one log message."""
+    import traceback
+    return "unexpected error in %s; %s:\n%s" % (
+        getattr(callback, "__qualname__", callback),
+        "pyboss cannot go on" if fatal else "pyboss carries on", traceback.format_exc().rstrip())
 
     def close(self):
         self.selector.close()
