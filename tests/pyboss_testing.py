@@ -86,15 +86,15 @@ class Pyboss(LoggedProcess):
         self.dir = str(tmp_path)
         self.control = os.path.join(self.dir, name + ".sock")
         self.upstream = Notifications(self.dir)
-        # wrapper: a command pyboss runs under, e.g. prlimit for a smaller fd limit.
-        args = list(wrapper) + PYBOSS + ["exec", "--control", self.control]
+        args = PYBOSS + ["exec", "--control", self.control]
         for spec in listen:
             args += ["--listen", spec]
         args += list(options) + ["--"] + list(command)
         full_env = dict(os.environ, NOTIFY_SOCKET=self.upstream.path, **(env or {}))
         self.log_path = os.path.join(self.dir, name + ".log")
         self.log = open(self.log_path, "w")
-        # wrapper: what runs pyboss, e.g. unshare for a PID namespace of its own
+        # wrapper: what runs pyboss, e.g. unshare for a PID namespace of its own, or
+        # prlimit for a smaller fd limit
         self.proc = subprocess.Popen(list(wrapper) + args, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
         if wait_ready:
             self.upstream.wait_for("READY=1")

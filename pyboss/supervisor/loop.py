@@ -98,6 +98,11 @@ class EventLoop:
         """A hook: report an unexpected exception raised while handling one event."""
         sys.stderr.write(describe_failure(callback, fatal) + "\n")
 
+    def close(self):
+        self.selector.close()
+        os.close(self._wakeup_r)
+        os.close(self._wakeup_w)
+
 
 def describe_failure(callback, fatal):
     """The exception being handled, with its traceback, as one log message."""
@@ -105,8 +110,3 @@ def describe_failure(callback, fatal):
     return "unexpected error in %s; %s:\n%s" % (
         getattr(callback, "__qualname__", callback),
         "pyboss cannot go on" if fatal else "pyboss carries on", traceback.format_exc().rstrip())
-
-    def close(self):
-        self.selector.close()
-        os.close(self._wakeup_r)
-        os.close(self._wakeup_w)
