@@ -88,7 +88,7 @@ def checked_watch_paths(paths, debounce):
                    "ConfigMap/Secret volumes (a swapped ..data symlink) are followed. A "
                    "failed reload is logged and counted in 'pyboss status'; the old "
                    "generation keeps serving and the next change tries again.")
-@click.option("--reload-debounce", type=SECONDS, default=0.2, show_default=True,
+@click.option("--reload-debounce", type=float, default=0.2, show_default=True,
               metavar="SECONDS", help="Reload once changes have been quiet this long "
               "(0.01 to 60); a burst of writes is one reload.")
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
