@@ -134,6 +134,7 @@ class CapturedOutput(InheritedOutput):
                       for r, _w, target in child.ends]
         for relay in gen.relays:
             self.rewatch(relay)
+        gen.on_close.append(lambda: self.exited(gen))
 
     def on_readable(self, relay):
         if not relay.pump():

@@ -5,6 +5,7 @@ import signal
 import time
 
 from .. import sd
+from . import limits
 from .reaper import proc_stat
 
 STARTING, SERVING, DRAINING, EXITED = "starting", "serving", "draining", "exited"
@@ -55,6 +56,7 @@ def _exec_child(argv, env, fds, error_fd, output=None):
         signal.set_wakeup_fd(-1)
         if output is not None:
             output.in_child(env)
+        limits.restore_for_child()
         explicit = isinstance(fds, dict)
         layout = fds if explicit else {sd.SD_LISTEN_FDS_START + i: fd for i, fd in enumerate(fds)}
         count = 0 if explicit else len(layout)      # LISTEN_FDS only for the 3.. layout
@@ -105,6 +107,7 @@ class Generation:
         self.failure = None           # why it never became ready, when pyboss knows better
         self.status_text = None       # the app's own STATUS=
         self.last_lines = None        # what it wrote last, once it failed
+        self.on_close = []            # what else to do once it is gone (output relays)
 
     @classmethod
     def spawn(cls, number, argv, env, fds, output=None):
@@ -119,7 +122,15 @@ class Generation:
             os.close(error_r)
             _exec_child(argv, env, fds, error_w, output)
         os.close(error_w)
-        return cls(number, pid, os.pidfd_open(pid), error_r)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            # Out of fds: a child pyboss cannot watch must not run on unsupervised.
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(error_r)
+            raise
+        return cls(number, pid, pidfd, error_r)
 
     def __repr__(self):
         return "generation %d (pid %d)" % (self.number, self.pid)
@@ -165,6 +176,9 @@ class Generation:
         return True
 
     def close(self):
+        hooks, self.on_close = self.on_close, []
+        for hook in hooks:
+            hook()
         for fd in (self.pidfd, self.exec_fd):
             if fd is not None:
                 os.close(fd)

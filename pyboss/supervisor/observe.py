@@ -60,3 +60,33 @@ def choose_output(settings, loop):
         if streams:
             return JournalOutput(journal, journal.identifier(settings), streams)
     return InheritedOutput()
+
+
+def format_self(status):
+    """pyboss status's line about pyboss itself (control.format_status)."""
+    if "version" not in status:
+        return []
+    return ["  pyboss %s, up %s, generations' output: %s"
+            % (status["version"], duration(status["uptime"]), status["output"])]
+
+
+def format_failed(status):
+    """pyboss status's lines about the last failed generations and what they wrote."""
+    lines = ["  last failed generations:"] if status.get("failed") else []
+    for g in status.get("failed", []):
+        how = g["failure"] or g["exit"] or "killed"
+        lines.append("    #%-4d pid %-8d %s after %s" % (g["number"], g["pid"], how,
+                                                       duration(g["uptime"])))
+        lines.extend("          | %s" % line for line in g["last_lines"] or [])
+    return lines
+
+
+def duration(seconds):
+    """3.2s, 4m05s, 2h03m, 3d04h: how long, as an operator reads it."""
+    if seconds < 60:
+        return "%.1fs" % seconds
+    seconds = int(seconds)
+    for unit, size, sub, subsize in (("d", 86400, "h", 3600), ("h", 3600, "m", 60),
+                                     ("m", 60, "s", 1)):
+        if seconds >= size:
+            return "%d%s%02d%s" % (seconds // size, unit, seconds % size // subsize, sub)

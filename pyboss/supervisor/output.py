@@ -61,9 +61,6 @@ class InheritedOutput:
     def last_lines(self, gen):
         return []
 
-    def exited(self, gen):
-        pass
-
 
 class _StreamInChild:
     def __init__(self, stream_in_child, ident, fds):
