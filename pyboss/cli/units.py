@@ -15,7 +15,7 @@ import click
 
 from ..errors import UserError
 from ..listeners import ListenError, parse_spec
-from .exec import exec_command
+from .exec import check_readiness_options, exec_command
 
 # Unit name prefix and pyboss --name at once: no '@' (that would make an instance).
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
@@ -191,7 +191,8 @@ def service_unit(name, sockets, exec_argv, reload_argv, exec_values, home_paths)
               "# Listeners bound by pyboss and its notify socket survive a pyboss crash here.",
               "FileDescriptorStoreMax=16",
               "Restart=on-failure", "RestartSec=1s",
-              "TimeoutStartSec=%s" % seconds(ready_timeout + START_MARGIN),
+              "TimeoutStartSec=%s" % seconds(ready_timeout + exec_values["ready_grace"]
+                                              + START_MARGIN),
               "TimeoutStopSec=%s" % seconds(stop_after + STOP_MARGIN),
               "# Should pyboss die, systemd SIGTERMs the app, which drains. Measured with",
               "# pyboss SIGKILLed 3 times under load (8 clients, 20 ms requests, 2 runs):",
@@ -224,9 +225,8 @@ def validated_exec_values(exec_options, command):
     except click.ClickException as e:
         raise UserError(e.format_message().replace("\n", " "))
     values = ctx.params
-    if values["ready_after"] is not None and values["ready_after"] >= values["ready_timeout"]:
-        raise UserError("--ready-after %g must be shorter than --ready-timeout %g"
-                              % (values["ready_after"], values["ready_timeout"]))
+    check_readiness_options(values["ready_after"], values["ready_timeout"],
+                            values["ready_grace"], values["ready_probe"])
     return values
 
 
