@@ -152,7 +152,7 @@ def http_get(address, path="/", timeout=10):
                 break
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.0 200"):
+    if not head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")):
         raise ValueError("bad reply: %r" % data[:200])
     return json.loads(body)
 

@@ -191,8 +191,7 @@ def service_unit(name, sockets, exec_argv, reload_argv, exec_values, home_paths)
               "# Listeners bound by pyboss and its notify socket survive a pyboss crash here.",
               "FileDescriptorStoreMax=16",
               "Restart=on-failure", "RestartSec=1s",
-              "TimeoutStartSec=%s" % seconds(ready_timeout + exec_values["ready_grace"]
-                                              + START_MARGIN),
+              "TimeoutStartSec=%s" % seconds(ready_timeout + START_MARGIN),
               "TimeoutStopSec=%s" % seconds(stop_after + STOP_MARGIN),
               "# Should pyboss die, systemd SIGTERMs the app, which drains. Measured with",
               "# pyboss SIGKILLed 3 times under load (8 clients, 20 ms requests, 2 runs):",

@@ -88,6 +88,7 @@ class HttpProbe:
             sock.close()
             return self.failed(e.strerror or str(e))
         self.sock, self.head = sock, b""
+        self.last = "connected, no answer yet"
         self.loop.watch(sock, self.on_readable)
         self.timer = self.loop.call_later(ATTEMPT_TIMEOUT, lambda: self.failed(
             "no answer within %gs" % ATTEMPT_TIMEOUT))
