@@ -199,11 +199,7 @@ def broken_build(workdir, seconds, timeout):
 
 class PybossNoGrace(Pyboss):
     name = "pyboss --ready-grace 0"
-
-    def _launch(self):
-        self._spawn(self.command() + [
-            "exec", "--control", self.control, "--listen", "127.0.0.1:%d" % self.port,
-            "--ready-grace", "0", "--"] + self.app_command())
+    options = ["--ready-grace", "0"]
 
 
 def settle_cost(workdir, settings):

@@ -360,6 +360,8 @@ def scenario_6(ctx):
         peer = ctx.make_peer(peer_class)
         if isinstance(peer, StartServer):
             peer.interval = 0  # its default 1 s would make this scenario take 17 minutes
+        if isinstance(peer, Pyboss):
+            peer.options = ["--ready-grace", "0"]    # likewise its default 3 s settle period
         with running(peer):
             pid = peer.supervisor_pid
             began = time.monotonic()
