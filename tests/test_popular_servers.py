@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from pyboss_testing import (PYBOSS, TIMEOUT, Load, Notifications, http_get, terminate,
+from pyboss_testing import (PYBOSS, TIMEOUT, Load, LoggedProcess, Notifications, http_get,
                             wait_until)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,7 +59,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Recipe:
+class Recipe(LoggedProcess):
     """One README command line running in a copy of examples/servers."""
 
     def __init__(self, heading, tmp_path):
@@ -100,16 +100,6 @@ class Recipe:
             return self.cli("start-server", "--restart", "--pid-file", "app.pid",
                             "--status-file", "app.status")
         return self.cli("reload", "--wait", "--control", self.control)
-
-    def output(self):
-        self.log.flush()
-        with open(self.log_path) as f:
-            return f.read()
-
-    def close(self):
-        terminate(self.proc)
-        self.log.close()
-        self.upstream.close()
 
 
 @pytest.mark.parametrize("heading", sorted(RECIPES))
