@@ -40,7 +40,8 @@ RECIPES = readme_recipes()
 # progress; Twisted's reactor drops every connection; Starman's workers exit with theirs):
 # a request that lands in that instant is reset or gets an empty reply. It happens to
 # them alone, without pyboss, and the README says so; nothing else may fail.
-DROPS_JUST_ACCEPTED_ON_STOP = {"uvicorn (single process)", "uvicorn (`--workers 2`)", "Twisted",
+DROPS_JUST_ACCEPTED_ON_STOP = {"uvicorn (single process)", "uvicorn (`--workers 2`)",
+                               "gunicorn (uvicorn workers)", "Twisted",
                                "Starman (Perl, through `pyboss start-server`)"}
 DROPPED = ("ConnectionResetError", "ValueError: bad reply: b''")
 
