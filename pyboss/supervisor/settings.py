@@ -14,7 +14,8 @@ class Settings:
     def __init__(self, argv, name="pyboss", ready_after=None, ready_timeout=60.0,
                  drain_signal=signal.SIGTERM, drain_timeout=30.0, stop_signal=signal.SIGTERM,
                  stop_timeout=30.0, max_draining=4, crash_limit=5, backoff_initial=0.1,
-                 backoff_max=10.0, ready_grace=DEFAULT_READY_GRACE, ready_probe=None):
+                 backoff_max=10.0, reload_on_change=(), reload_debounce=0.2,
+                 ready_grace=DEFAULT_READY_GRACE, ready_probe=None):
         self.argv = list(argv)
         self.name = name
         self.ready_after = ready_after          # None: wait for READY=1
@@ -29,6 +30,8 @@ class Settings:
         self.backoff_max = backoff_max
         self.ready_grace = ready_grace          # alive this long after ready, or it failed
         self.ready_probe = ready_probe          # None, or the HTTP path probed per generation
+        self.reload_on_change = list(reload_on_change)   # absolute paths to watch
+        self.reload_debounce = reload_debounce
 
     def as_dict(self):
         return dict(vars(self))
