@@ -21,10 +21,6 @@ from ..systemd.watchdog import Keepalive
 STOPPING_MESSAGE = "pyboss is stopping"
 
 
-class ReloadFailed(Exception):
-    """A new generation did not become ready; the old one keeps serving."""
-
-
 class Supervisor(EventLoop):
     SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 
