@@ -37,8 +37,8 @@ def run_exec(tmp_path, *args, user=None):
     (["--ready-after", "1", "--ready-probe", "/", "--", "true"], "--ready-after and "
      "--ready-probe exclude each other: the probe already tells when the app serves; drop "
      "--ready-after"),
-    (["--ready-grace", "inf", "--", "true"], "invalid --ready-grace inf: give seconds from 0 "
-     "to 3600"),
+    (["--ready-grace", "5000", "--", "true"], "invalid --ready-grace 5000: give seconds from "
+     "0 to 3600"),
     (["--socket-mode", "rw", "--", "true"], "invalid --socket-mode 'rw': give an octal mode like 0660"),
     (["--name", "../x", "--", "true"], "invalid --name '../x': use up to 64 letters, digits, "
      "'_', '-', '.', '@', not starting with '.'"),

@@ -35,7 +35,7 @@ def check_readiness_options(ready_after, ready_timeout, ready_grace, ready_probe
         raise UserError("--ready-after %g must be shorter than --ready-timeout %g"
                         % (ready_after, ready_timeout))
     if not math.isfinite(ready_grace) or ready_grace > 3600:
-        raise UserError("invalid --ready-grace %s: give seconds from 0 to 3600" % ready_grace)
+        raise UserError("invalid --ready-grace %g: give seconds from 0 to 3600" % ready_grace)
     if ready_probe is None:
         return
     if ready_after is not None:
