@@ -176,7 +176,7 @@ def http_get(address, path="/", timeout=10):
         conn.sendall(b"GET " + path.encode() + b" HTTP/1.0\r\nHost: t\r\n\r\n")
         data = read_until_closed(conn)
     head, _, body = data.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.0 200"):
+    if not head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")):
         raise ValueError("bad reply: %r" % data[:200])
     return json.loads(body)
 

@@ -45,6 +45,9 @@ def test_templates_serve_and_reload_under_systemd(systemd_ns, tmp_path):
     ns.systemctl("start", "myapp.socket", "pyboss@demo.socket")
     assert get("http://127.0.0.1:8080/")["generation"] == 1
     assert get("--unix-socket", "/run/demo.sock", "http://demo/")["generation"] == 1
+    # The generation answers during its settle period; systemd hears READY=1 after it:
+    # `systemctl start` waits for that (a reload before would merge into the start job).
+    ns.systemctl("start", "myapp.service", "pyboss@demo.service")
 
     for unit in ("myapp.service", "pyboss@demo.service"):
         ns.run(["timeout", "60", "systemctl", "reload", unit])

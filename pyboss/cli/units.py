@@ -15,7 +15,7 @@ import click
 
 from ..errors import UserError
 from ..listeners import ListenError, parse_spec
-from .exec import exec_command
+from .exec import check_readiness_options, exec_command
 
 # Unit name prefix and pyboss --name at once: no '@' (that would make an instance).
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
@@ -227,9 +227,8 @@ def validated_exec_values(exec_options, command):
     except click.ClickException as e:
         raise UserError(e.format_message().replace("\n", " "))
     values = ctx.params
-    if values["ready_after"] is not None and values["ready_after"] >= values["ready_timeout"]:
-        raise UserError("--ready-after %g must be shorter than --ready-timeout %g"
-                              % (values["ready_after"], values["ready_timeout"]))
+    check_readiness_options(values["ready_after"], values["ready_timeout"],
+                            values["ready_grace"], values["ready_probe"])
     return values
 
 

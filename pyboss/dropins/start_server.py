@@ -293,7 +293,8 @@ def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_h
                             ready_timeout=ready_timeout if wait_ready else options.interval + 60,
                             drain_signal=signal_on_hup, drain_timeout=NEVER,
                             stop_signal=signal_on_term, stop_timeout=NEVER,
-                            max_draining=sys.maxsize, crash_limit=sys.maxsize)
+                            max_draining=sys.maxsize, crash_limit=sys.maxsize,
+                            ready_grace=0)   # start_server's --interval is its settle period
         supervisor = StarterSupervisor(settings, listeners, server, notify,
                                        StarterLog("start_server", quiet), options)
         held = []

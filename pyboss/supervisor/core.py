@@ -14,16 +14,13 @@ from .generation import DRAINING, Generation, is_descendant
 from . import limits
 from .loop import EventLoop, describe_failure
 from .observe import Observations
+from .readiness import Readiness
 from .reaper import Reaper
 from .watch import ChangeReloads
 from ..systemd.upstream import Upstream
 from ..systemd.watchdog import Keepalive
 
 STOPPING_MESSAGE = "pyboss is stopping"
-
-
-class ReloadFailed(Exception):
-    """A new generation did not become ready; the old one keeps serving."""
 
 
 class Supervisor(EventLoop):
@@ -38,6 +35,7 @@ class Supervisor(EventLoop):
         self.log = log
         self.upstream = upstream or Upstream()
         self.keepalive = Keepalive(self)   # EXTEND_TIMEOUT_USEC=, WATCHDOG=1 to systemd
+        self.readiness = Readiness(self)   # READY=1, --ready-after, --ready-probe, settling
         self.current = None           # the serving generation
         self.pending = None           # the generation starting up, if any
         self.pending_purpose = None   # "start" | "reload"
@@ -89,15 +87,19 @@ class Supervisor(EventLoop):
     def spawn(self, purpose):
         self.respawn_timer = None
         self.number += 1
-        env = sd.child_env(os.environ, self.listeners.names, self.notify.path,
-                           dict(self.keepalive.child_env(), PYBOSS_GENERATION=str(self.number)))
         try:
+            names, fds = self.readiness.child_listeners(self.number, self.listeners)
+            env = sd.child_env(os.environ, names, self.notify.path,
+                               dict(self.keepalive.child_env(), PYBOSS_GENERATION=str(self.number)))
             gen = self.observed.output.spawn(Generation.spawn, self.number, self.settings.argv,
-                                    self.child_env(env), self.listeners.fds())
+                                             self.child_env(env), fds)
         except OSError as e:
-            self.log("spawn-failed", "cannot fork: %s" % e.strerror, level="error")
+            self.readiness.spawn_failed(self.number)
+            self.log("spawn-failed", "cannot start generation %d: %s" % (self.number, e.strerror),
+                     level="error")
             self.respawn_timer = self.call_later(self.next_backoff(), lambda: self.spawn(purpose))
             return
+        self.readiness.spawned(gen)
         gen.reaper = self.reaper
         self.pending, self.pending_purpose = gen, purpose
         self.watch(gen.pidfd, lambda: self.on_exit(gen))
@@ -116,18 +118,12 @@ class Supervisor(EventLoop):
             gen.exec_failed = True
             gen.failure = "cannot execute %s: %s" % (self.settings.argv[0], error)
             return          # the exit (status 127) follows at once and is handled there
-        if self.settings.ready_after is not None and gen is self.pending:
-            gen.deadline_timer.cancel()
-            gen.deadline_timer = self.call_later(self.settings.ready_after, lambda: self.on_alive_long_enough(gen))
-
-    def on_alive_long_enough(self, gen):
-        if gen is self.pending and gen.alive and not self.stopping:
-            self.promote(gen)
+        if gen is self.pending:
+            self.readiness.exec_succeeded(gen)
 
     def on_ready_timeout(self, gen):
         if gen is self.pending:
-            what = "ready (READY=1)" if self.settings.ready_after is None else "alive long enough"
-            gen.failure = "%s not %s within %gs" % (gen, what, self.settings.ready_timeout)
+            gen.failure = self.readiness.not_ready_reason(gen)
             self.pending_failed(gen)
 
     def owner_of(self, pid):
@@ -148,13 +144,14 @@ class Supervisor(EventLoop):
             if "STATUS" in fields:
                 gen.status_text = fields["STATUS"]
             self.keepalive.on_notify(gen, fields)
-            if fields.get("READY") == "1" and gen is self.pending and not self.stopping:
-                self.promote(gen)
+            if gen is self.pending and not self.stopping:
+                self.readiness.on_notify(gen, fields)
 
     # -- the reload state machine -------------------------------------------------
 
     def promote(self, gen):
         gen.deadline_timer.cancel()
+        self.readiness.forget(gen)
         gen.mark_ready()
         previous, self.current, self.pending = self.current, gen, None
         self.failures = 0
@@ -170,6 +167,7 @@ class Supervisor(EventLoop):
 
     def pending_failed(self, gen):
         gen.deadline_timer.cancel()
+        self.readiness.forget(gen)
         self.pending = None
         reason = gen.failure or "%s %s" % (gen, gen.exit_reason)
         if gen.alive:
@@ -224,6 +222,7 @@ class Supervisor(EventLoop):
             self.old.remove(gen)
             self.log("exit", "%s %s" % (gen, gen.exit_reason), generation=gen.number, pid=gen.pid)
         elif gen is self.pending:
+            self.readiness.exited(gen)
             self.pending_failed(gen)
         elif gen is self.current:
             self.current = None
@@ -350,6 +349,7 @@ class Supervisor(EventLoop):
         for gen in self.generations():
             self.log("abandoned", "pyboss is failing: %s keeps running without it" % gen,
                      level="error", generation=gen.number, pid=gen.pid)
+        self.readiness.close()
         self.listeners.close(final=not self.generations())
         self.notify.close()
         self.control.close()
