@@ -9,7 +9,8 @@ import click
 from .. import sd
 from ..errors import UserError
 from ..options import SECONDS, SignalType, check_executable
-from ..supervisor.control import ControlError, ControlServer, control_path, open_notify_socket
+from ..supervisor.control import (ControlError, ControlServer, control_path, open_notify_socket,
+                                  valid_name)
 from ..listeners import ListenError, ListenerSet, parse_spec
 from ..systemd.fdstore import FdStore
 from ..supervisor.log import EventLog
@@ -17,11 +18,8 @@ from ..supervisor.supervise import hand_off
 from ..supervisor.settings import Settings
 from ..systemd.upstream import Upstream
 
-_NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
-
-
 def checked_name(name):
-    if name is not None and not _NAME.match(name):
+    if not valid_name(name):
         raise UserError("invalid --name %r: use up to 64 letters, digits, '_', '-', '.', '@', "
                         "not starting with '.'" % name)
     return name or "pyboss"

@@ -1,12 +1,11 @@
 """The pyboss command line: exec, reload, stop, status."""
-import json
 import os
 import sys
 
 import click
 
 from .. import __version__
-from ..supervisor.control import ControlError, control_path, format_status, request
+from . import client
 from .exec import checked_name, exec_command
 from .check import check_command
 from .units import units_command
@@ -36,15 +35,6 @@ def cli():
     """
 
 
-def ask(name, control, message):
-    path = control_path(checked_name(name), control, client=True)
-    try:
-        return request(path, message)
-    except ControlError as e:
-        click.echo("pyboss: %s" % e, err=True)
-        sys.exit(1)
-
-
 @cli.command("reload")
 @control_options
 @click.option("--wait", is_flag=True, help="Return only when the reload is over: exit 0 "
@@ -57,29 +47,14 @@ def reload_command(name, control, wait):
     'ExecReload=pyboss reload --wait' under systemd so that 'systemctl reload'
     is synchronous and reports failure.
     """
-    reply = ask(name, control, {"command": "reload", "wait": wait})
-    if reply is None:
-        click.echo("pyboss reload: failed: pyboss exited during the reload", err=True)
-        return 1
-    if not reply.get("ok"):
-        click.echo("pyboss reload: failed: %s" % reply.get("error"), err=True)
-        return 1
-    if wait:
-        click.echo("pyboss: reloaded: generation %d (pid %d) serving"
-                   % (reply["generation"], reply["pid"]))
-    return 0
+    return client.reload(checked_name(name), control, wait)
 
 
 @cli.command("stop")
 @control_options
 def stop_command(name, control):
     """Stop every generation gracefully; return once pyboss has exited."""
-    reply = ask(name, control, {"command": "stop"})
-    if reply is not None and not reply.get("ok"):
-        click.echo("pyboss stop: pyboss exited with status %s: %s"
-                   % (reply.get("exit_code"), reply.get("error")), err=True)
-        return 1
-    return 0
+    return client.stop(checked_name(name), control)
 
 
 @cli.command("status")
@@ -87,15 +62,7 @@ def stop_command(name, control):
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
 def status_command(name, control, as_json):
     """Show generations, listeners and the last reloads."""
-    status = ask(name, control, {"command": "status"})
-    if status is None:
-        click.echo("pyboss: pyboss exited before answering", err=True)
-        return 1
-    if as_json:
-        click.echo(json.dumps(status, indent=2))
-        return 0
-    click.echo(format_status(status))
-    return 0
+    return client.status(checked_name(name), control, as_json)
 
 
 cli.add_command(exec_command)
@@ -104,8 +71,13 @@ cli.add_command(check_command)
 cli.add_command(start_server_command)
 
 
+# click >= 8.2 raises this for a bare `pyboss`; older ones print the help and exit 0.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main(argv=None):
-    """Entry point: click's errors become one line and exit status 2.
+    """click's entry point (client.run() sends the plain client commands elsewhere):
+    click's errors become one line and exit status 2.
 
     Run through a link named start_server, pyboss is `pyboss start-server`.
     """
@@ -118,6 +90,9 @@ def main(argv=None):
         code = e.exit_code
     except click.exceptions.Abort:
         code = 130
+    except _NO_ARGS_IS_HELP as e:
+        e.show()        # a bare `pyboss`: the whole help, as written, on stderr
+        code = e.exit_code
     except click.ClickException as e:
         ctx = getattr(e, "ctx", None)
         where = ctx.command_path if ctx is not None else "pyboss"

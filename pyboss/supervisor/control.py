@@ -7,14 +7,15 @@ import errno
 import fcntl
 import json
 import os
+import re
 import socket
 import struct
-import tempfile
 import time
 
 from .. import sd
 
 DEFAULT_NAME = "pyboss"
+_NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
 _PEERCRED = struct.Struct("3i")
 
 
@@ -30,6 +31,11 @@ def runtime_dir():
     if os.geteuid() == 0:
         return "/run/pyboss"
     return "/tmp/pyboss-%d" % os.geteuid()
+
+
+def valid_name(name):
+    """Whether --name NAME can name a control socket (None: the default name)."""
+    return name is None or bool(_NAME.match(name))
 
 
 def control_path(name=None, control=None, client=False):
@@ -223,6 +229,7 @@ def request(path, obj, timeout=None):
 
 def open_notify_socket(directory):
     """pyboss's own NOTIFY_SOCKET, in a private 0700 directory beside the control socket."""
+    import tempfile     # not at the top: the client commands never need it
     private = tempfile.mkdtemp(prefix=".pyboss-", dir=directory)
     try:
         return sd.NotifyReceiver(os.path.join(private, "notify"), private_dir=private)

@@ -1,0 +1,158 @@
+"""The client commands without click: `pyboss status`, `reload`, `stop` and
+`pyboss start-server --restart/--stop`.
+
+`systemctl reload` runs `pyboss reload --wait` every time, so these commands must start
+about as fast as the interpreter itself; importing click and every command's definition
+would cost several times that. `lean_command()` recognises the plain, valid invocations
+(only the options below, each spelt out in full); anything else (--help, --version, a
+mistake, an option it does not know) returns None and goes to click, which then gives
+the same answer it always did. The click commands in main.py call the same functions
+below, so both paths print the same lines and exit with the same status.
+"""
+import json
+import os
+import sys
+
+from ..supervisor.control import ControlError, control_path, format_status, request, valid_name
+
+# Per command: option -> (keyword argument, whether it takes a value).
+_TARGET = {"--name": ("name", True), "--control": ("control", True)}
+CLIENT_OPTIONS = {
+    "reload": dict(_TARGET, **{"--wait": ("wait", False)}),
+    "stop": _TARGET,
+    "status": dict(_TARGET, **{"--json": ("as_json", False)}),
+}
+STARTER_OPTIONS = {"--restart": ("restart", False), "--stop": ("stop", False),
+                   "--pid-file": ("pid_file", True), "--status-file": ("status_file", True)}
+
+
+def say(text, err=False):
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def parse_options(args, known):
+    """{keyword: value} for args made only of known options, else None."""
+    parsed = {}
+    args = list(args)
+    while args:
+        arg = args.pop(0)
+        option, equals, value = arg.partition("=")
+        if option not in known:
+            return None
+        keyword, takes_value = known[option]
+        if not takes_value:
+            if equals:
+                return None
+            value = True
+        elif not equals:
+            if not args or args[0].startswith("-"):
+                return None       # click says what is missing
+            value = args.pop(0)
+        parsed[keyword] = value
+    return parsed
+
+
+def lean_command(argv, start_server_link=False):
+    """A function running the command argv asks for, or None when click should parse it."""
+    if start_server_link:
+        command, args = "start-server", argv
+    elif argv:
+        command, args = argv[0], argv[1:]
+    else:
+        return None
+    if command == "start-server":
+        options = parse_options(args, STARTER_OPTIONS)
+        prog = "start_server" if start_server_link else "pyboss start-server"
+        if options is None or options.get("restart") == options.get("stop"):
+            return None
+        if not options.get("pid_file") or (options.get("restart")
+                                           and not options.get("status_file")):
+            return None
+        return lambda: control_starter(prog, **options)
+    if command not in CLIENT_OPTIONS:
+        return None
+    options = parse_options(args, CLIENT_OPTIONS[command])
+    if options is None or not valid_name(options.get("name")):
+        return None
+    return lambda: CLIENT_COMMANDS[command](**options)
+
+
+def ask(name, control, message):
+    path = control_path(name, control, client=True)
+    try:
+        return request(path, message)
+    except ControlError as e:
+        say("pyboss: %s" % e, err=True)
+        sys.exit(1)
+
+
+def reload(name=None, control=None, wait=False):
+    reply = ask(name, control, {"command": "reload", "wait": wait})
+    if reply is None:
+        say("pyboss reload: failed: pyboss exited during the reload", err=True)
+        return 1
+    if not reply.get("ok"):
+        say("pyboss reload: failed: %s" % reply.get("error"), err=True)
+        return 1
+    if wait:
+        say("pyboss: reloaded: generation %d (pid %d) serving"
+            % (reply["generation"], reply["pid"]))
+    return 0
+
+
+def stop(name=None, control=None):
+    reply = ask(name, control, {"command": "stop"})
+    if reply is not None and not reply.get("ok"):
+        say("pyboss stop: pyboss exited with status %s: %s"
+            % (reply.get("exit_code"), reply.get("error")), err=True)
+        return 1
+    return 0
+
+
+def status(name=None, control=None, as_json=False):
+    reply = ask(name, control, {"command": "status"})
+    if reply is None:
+        say("pyboss: pyboss exited before answering", err=True)
+        return 1
+    say(json.dumps(reply, indent=2) if as_json else format_status(reply))
+    return 0
+
+
+CLIENT_COMMANDS = {"reload": reload, "stop": stop, "status": status}
+
+
+def control_starter(prog, restart=False, stop=False, pid_file=None, status_file=None):
+    """start_server --restart / --stop; StarterError as start-server reports it."""
+    from ..dropins.starter_files import StarterError, restart_server, stop_server
+    tell = lambda text: say(text, err=True)  # noqa: E731
+    try:
+        if restart:
+            restart_server(pid_file, status_file, tell)
+        else:
+            stop_server(pid_file, tell)
+    except StarterError as e:
+        if e.exit_code == 2:
+            say("%s: %s" % (prog, str(e).replace("\n", " ")), err=True)
+        else:
+            say("start_server: %s" % e, err=True)
+        return e.exit_code
+    return 0
+
+
+def run(argv=None):
+    """The console script's entry: the lean path when it applies, else click."""
+    if argv is None:
+        argv = sys.argv[1:]
+    link = os.path.basename(sys.argv[0]) == "start_server"
+    command = lean_command(list(argv), start_server_link=link)
+    if command is None:
+        from .main import main
+        return main(argv)
+    try:
+        code = command()
+    except KeyboardInterrupt:
+        say("", err=True)         # as click does on ^C
+        code = 130
+    sys.exit(code or 0)
