@@ -52,12 +52,16 @@ class PidFile:
         os.pwrite(self.fd, b"%d\n" % os.getpid(), 0)
 
     def remove(self):
-        """Unlink; the lock stays until this process exits, and --stop waits for that."""
+        """Unlink; the lock stays until release() (or exit), and --stop waits for that."""
         try:
             if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
                 os.unlink(self.path)
         except OSError:
             pass
+
+    def release(self):
+        """Let go of the lock: this start_server is done."""
+        os.close(self.fd)
 
 
 def write_status_file(path, generations):
