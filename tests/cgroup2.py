@@ -45,6 +45,13 @@ def cgroup2_mounts(mountinfo="/proc/self/mountinfo"):
     return [path for _, path in sorted(found, key=lambda item: item[0])]
 
 
+def root_is_a_mount_point(mountinfo="/proc/self/mountinfo"):
+    """False in a chroot of a plain directory: there `unshare --mount` cannot make "/"
+    private (EINVAL), so no private mount namespace can be had."""
+    with open(mountinfo) as f:
+        return any(line.split()[4] == "/" for line in f if len(line.split()) > 4)
+
+
 def _writable(path):
     return os.access(path, os.W_OK | os.X_OK) and (path / "cgroup.procs").exists()
 

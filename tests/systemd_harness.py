@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from cgroup2 import cgroup2_root
+from cgroup2 import cgroup2_root, root_is_a_mount_point
 from systemd_backports import systemd_254_usr
 
 SYSTEMD = Path("/lib/systemd/systemd")
@@ -80,6 +80,10 @@ def missing_requirements():
             return "%s not found on PATH" % tool
     if not os.access(SYSTEMD, os.X_OK):
         return "%s not found: systemd is not installed" % SYSTEMD
+    if not root_is_a_mount_point():
+        return ("/ is not a mount point (a chroot of a plain directory?), so no mount "
+                "namespace can be made private: bind-mount the root onto itself before "
+                "chrooting (mount --bind DIR DIR), as tests/fresh-debian does")
     return cgroup2_root()[1]
 
 
