@@ -67,7 +67,9 @@ export container=other
 exec /lib/systemd/systemd --system --unit=basic.target --log-target=journal
 """
 
-NSENTER_FLAGS = ("-m", "-p", "-n", "-u", "-i", "-C")
+# -r, -w: the root directory of PID 1 inside, which is the chroot's when the tests run in
+# one (entering a mount namespace alone would put the host's / back as root).
+NSENTER_FLAGS = ("-m", "-p", "-n", "-u", "-i", "-C", "-r", "-w")
 _instance_numbers = itertools.count(1)
 
 
