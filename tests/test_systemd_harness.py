@@ -195,6 +195,10 @@ print(json.dumps({"left": cgroup.exists()}))
 """
 
 
+# Whatever is mounted at /sys/fs/cgroup goes (in a bare root, nothing is).
+UNMOUNT_CGROUPS = "if mountpoint -q /sys/fs/cgroup; then umount -R /sys/fs/cgroup; fi"
+
+
 def boot_in_a_mount_namespace(tmp_path, prepare):
     """Run the harness in `unshare --mount` after the shell commands `prepare`."""
     units = write_units(tmp_path / "units", {})
@@ -210,7 +214,7 @@ def boot_in_a_mount_namespace(tmp_path, prepare):
 def test_boots_on_a_pure_cgroup2_layout(bootable, tmp_path):
     # As on a Debian 12 booted by systemd: cgroup2 itself at /sys/fs/cgroup, no unified/.
     cgroup, state, left = boot_in_a_mount_namespace(
-        tmp_path, "umount -R /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup")
+        tmp_path, UNMOUNT_CGROUPS + " && mount -t cgroup2 cgroup2 /sys/fs/cgroup")
     assert state in ("running", "degraded")
     assert cgroup.startswith("/sys/fs/cgroup/pyboss-test-"), cgroup
     assert not left
@@ -219,7 +223,7 @@ def test_boots_on_a_pure_cgroup2_layout(bootable, tmp_path):
 def test_boots_where_no_cgroup2_is_mounted(bootable, tmp_path):
     # As in a chroot with /sys bound in but not its submounts: the harness mounts cgroup2
     # in a mount namespace of its own and reaches it through its helper's /proc/PID/root.
-    cgroup, state, left = boot_in_a_mount_namespace(tmp_path, "umount -R /sys/fs/cgroup")
+    cgroup, state, left = boot_in_a_mount_namespace(tmp_path, UNMOUNT_CGROUPS)
     assert state in ("running", "degraded")
     assert cgroup.startswith("/proc/") and "/root/sys/fs/cgroup/pyboss-test-" in cgroup, cgroup
     assert not left
