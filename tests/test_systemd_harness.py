@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cgroup2 import cgroup2_root
+from cgroup2 import cgroup2_mounts, cgroup2_root
 from systemd_harness import (SystemdNamespace, missing_requirements, processes_in,
                              python_executable, remove_orphaned_namespaces, running)
 
@@ -223,9 +223,10 @@ def test_boots_on_a_pure_cgroup2_layout(bootable, tmp_path):
 def test_boots_where_no_cgroup2_is_mounted(bootable, tmp_path):
     # As in a chroot with /sys bound in but not its submounts: the harness mounts cgroup2
     # in a mount namespace of its own and reaches it through its helper's /proc/PID/root.
+    mounted_here = cgroup2_mounts()
     cgroup, state, left = boot_in_a_mount_namespace(tmp_path, UNMOUNT_CGROUPS)
     assert state in ("running", "degraded")
     assert cgroup.startswith("/proc/") and "/root/sys/fs/cgroup/pyboss-test-" in cgroup, cgroup
     assert not left
-    # The namespace was private: this process still sees its own cgroup mounts.
-    assert "/proc/" not in str(cgroup2_root()[0])
+    # The namespaces were private: nothing was mounted or unmounted here.
+    assert cgroup2_mounts() == mounted_here
