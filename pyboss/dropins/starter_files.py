@@ -149,10 +149,10 @@ def restart_server(pid_file, status_file, say, poll=0.1):
 
     start_server 0.35 waits for exactly 'newest + 1' and hangs forever when that
     generation failed and a retry (newest + 2) took over; any newer one counts here.
-    The status file is read again after 5 ms, then ever less often, up to every `poll`
-    seconds: a quick restart is not kept waiting, a slow one costs little.
+    The status file is read every 5 ms for the first 0.2 s, then ever less often, up to
+    every `poll` seconds: a quick restart is not kept waiting, a slow one costs little.
     """
-    delay = 0.005
+    delay, quick_until = 0.005, time.monotonic() + 0.2
     pid, fd = _running_pid(pid_file)
     try:
         generations = read_status_file(status_file)
@@ -171,7 +171,8 @@ def restart_server(pid_file, status_file, say, poll=0.1):
             if not _still_running(fd):
                 raise StarterError("start_server (pid %d) exited during the restart" % pid)
             time.sleep(delay)
-            delay = min(delay * 2, poll)
+            if time.monotonic() > quick_until:
+                delay = min(delay * 2, poll)
     finally:
         os.close(fd)
 
