@@ -30,7 +30,8 @@ def checked_name(name):
 @click.option("--name", metavar="NAME", help="Name of this supervisor; picks its control "
               "socket and labels its log lines. Default: pyboss.")
 @click.option("--control", metavar="PATH", help="Control socket path (default: NAME.sock in "
-              "$RUNTIME_DIRECTORY, else $XDG_RUNTIME_DIR/pyboss, else /run/pyboss).")
+              "$RUNTIME_DIRECTORY, else $XDG_RUNTIME_DIR/pyboss, else /run/pyboss for "
+              "root, else /tmp/pyboss-UID).")
 @click.option("--listen", "listens", metavar="[NAME=]SPEC", multiple=True,
               help="Listen here and pass the socket to every generation; repeatable. SPEC: "
                    "PORT, :PORT, HOST:PORT, [V6]:PORT, tcp://HOST:PORT, udp://HOST:PORT, "

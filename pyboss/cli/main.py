@@ -18,7 +18,8 @@ def control_options(func):
     return click.option("--name", metavar="NAME",
                         help="Name the pyboss was started with (default: pyboss). Its control "
                              "socket is NAME.sock in $RUNTIME_DIRECTORY, else "
-                             "$XDG_RUNTIME_DIR/pyboss, else /run/pyboss.")(func)
+                             "$XDG_RUNTIME_DIR/pyboss, else /run/pyboss for root, else "
+                             "/tmp/pyboss-UID.")(func)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
