@@ -1,10 +1,29 @@
 """The `pyboss` command line (click): exec and the client commands, units, check and the
 man pages rendered from the same definitions.
 
-The console script is pyboss.cli:main. It does not import click for the plain client
-commands (see client.py); `cli`, the click group, is loaded when asked for.
+The console script is pyboss.cli:main. The plain client commands run without click
+(client.py); everything else goes to the click group, `cli`, loaded when asked for.
 """
-from .client import run as main  # noqa: F401
+import os
+import sys
+
+from .client import lean_command, say
+
+
+def main(argv=None):
+    if argv is None:
+        argv = sys.argv[1:]
+    link = os.path.basename(sys.argv[0]) == "start_server"
+    command = lean_command(list(argv), start_server_link=link)
+    if command is None:
+        from .main import main as click_main
+        return click_main(argv)
+    try:
+        code = command()
+    except KeyboardInterrupt:
+        say("", err=True)         # as click does on ^C
+        code = 130
+    sys.exit(code or 0)
 
 
 def __getattr__(name):

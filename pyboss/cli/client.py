@@ -3,14 +3,14 @@
 
 `systemctl reload` runs `pyboss reload --wait` every time, so these commands must start
 about as fast as the interpreter itself; importing click and every command's definition
-would cost several times that. `lean_command()` recognises the plain, valid invocations
+would cost several times that. `lean_command()` (called by the console script, pyboss.cli:main) recognises the plain,
+valid invocations
 (only the options below, each spelt out in full); anything else (--help, --version, a
 mistake, an option it does not know) returns None and goes to click, which then gives
 the same answer it always did. The click commands in main.py call the same functions
 below, so both paths print the same lines and exit with the same status.
 """
 import json
-import os
 import sys
 
 from ..supervisor.control import ControlError, control_path, format_status, request, valid_name
@@ -88,7 +88,7 @@ def ask(name, control, message):
         sys.exit(1)
 
 
-def reload(name=None, control=None, wait=False):
+def run_reload(name=None, control=None, wait=False):
     reply = ask(name, control, {"command": "reload", "wait": wait})
     if reply is None:
         say("pyboss reload: failed: pyboss exited during the reload", err=True)
@@ -102,7 +102,7 @@ def reload(name=None, control=None, wait=False):
     return 0
 
 
-def stop(name=None, control=None):
+def run_stop(name=None, control=None):
     reply = ask(name, control, {"command": "stop"})
     if reply is not None and not reply.get("ok"):
         say("pyboss stop: pyboss exited with status %s: %s"
@@ -111,7 +111,7 @@ def stop(name=None, control=None):
     return 0
 
 
-def status(name=None, control=None, as_json=False):
+def run_status(name=None, control=None, as_json=False):
     reply = ask(name, control, {"command": "status"})
     if reply is None:
         say("pyboss: pyboss exited before answering", err=True)
@@ -120,7 +120,7 @@ def status(name=None, control=None, as_json=False):
     return 0
 
 
-CLIENT_COMMANDS = {"reload": reload, "stop": stop, "status": status}
+CLIENT_COMMANDS = {"reload": run_reload, "stop": run_stop, "status": run_status}
 
 
 def control_starter(prog, restart=False, stop=False, pid_file=None, status_file=None):
@@ -139,20 +139,3 @@ def control_starter(prog, restart=False, stop=False, pid_file=None, status_file=
             say("start_server: %s" % e, err=True)
         return e.exit_code
     return 0
-
-
-def run(argv=None):
-    """The console script's entry: the lean path when it applies, else click."""
-    if argv is None:
-        argv = sys.argv[1:]
-    link = os.path.basename(sys.argv[0]) == "start_server"
-    command = lean_command(list(argv), start_server_link=link)
-    if command is None:
-        from .main import main
-        return main(argv)
-    try:
-        code = command()
-    except KeyboardInterrupt:
-        say("", err=True)         # as click does on ^C
-        code = 130
-    sys.exit(code or 0)

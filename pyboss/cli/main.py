@@ -5,7 +5,7 @@ import sys
 import click
 
 from .. import __version__
-from . import client
+from .client import run_reload, run_status, run_stop
 from .exec import checked_name, exec_command
 from .check import check_command
 from .units import units_command
@@ -48,14 +48,14 @@ def reload_command(name, control, wait):
     'ExecReload=pyboss reload --wait' under systemd so that 'systemctl reload'
     is synchronous and reports failure.
     """
-    return client.reload(checked_name(name), control, wait)
+    return run_reload(checked_name(name), control, wait)
 
 
 @cli.command("stop")
 @control_options
 def stop_command(name, control):
     """Stop every generation gracefully; return once pyboss has exited."""
-    return client.stop(checked_name(name), control)
+    return run_stop(checked_name(name), control)
 
 
 @cli.command("status")
@@ -63,7 +63,7 @@ def stop_command(name, control):
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
 def status_command(name, control, as_json):
     """Show generations, listeners and the last reloads."""
-    return client.status(checked_name(name), control, as_json)
+    return run_status(checked_name(name), control, as_json)
 
 
 cli.add_command(exec_command)
@@ -77,7 +77,7 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def main(argv=None):
-    """click's entry point (client.run() sends the plain client commands elsewhere):
+    """click's entry point (pyboss.cli.main sends the plain client commands elsewhere):
     click's errors become one line and exit status 2.
 
     Run through a link named start_server, pyboss is `pyboss start-server`.
