@@ -3,11 +3,11 @@
 
 `systemctl reload` runs `pyboss reload --wait` every time, so these commands must start
 about as fast as the interpreter itself; importing click and every command's definition
-would cost several times that. `lean_command()` (called by the console script, pyboss.cli:main) recognises the plain,
-valid invocations
-(only the options below, each spelt out in full); anything else (--help, --version, a
-mistake, an option it does not know) returns None and goes to click, which then gives
-the same answer it always did. The click commands in main.py call the same functions
+would cost several times that. `lean_command()`, asked first by the console script
+(pyboss.cli:main), recognises the plain, valid invocations (only the options below,
+each spelt out in full); for anything else (--help, --version, a mistake, an option it
+does not know) it returns None and click parses the command line, giving the same
+answer it always did. The click commands in main.py call the same functions
 below, so both paths print the same lines and exit with the same status.
 """
 import json
