@@ -20,7 +20,7 @@ _TARGET = {"--name": ("name", True), "--control": ("control", True)}
 CLIENT_OPTIONS = {
     "reload": dict(_TARGET, **{"--wait": ("wait", False)}),
     "stop": _TARGET,
-    "status": dict(_TARGET, **{"--json": ("as_json", False)}),
+    "status": dict(_TARGET, **{"--json": ("as_json", False), "--check": ("check", False)}),
 }
 STARTER_OPTIONS = {"--restart": ("restart", False), "--stop": ("stop", False),
                    "--pid-file": ("pid_file", True), "--status-file": ("status_file", True)}
@@ -111,10 +111,17 @@ def run_stop(name=None, control=None):
     return 0
 
 
-def run_status(name=None, control=None, as_json=False):
+def run_status(name=None, control=None, as_json=False, check=False):
     reply = ask(name, control, {"command": "status"})
     if reply is None:
         say("pyboss: pyboss exited before answering", err=True)
+        return 1
+    if check:       # a probe: serving or not, in one line
+        serving = [g for g in reply.get("generations", []) if g.get("state") == "serving"]
+        if serving and reply.get("state") in ("serving", "reloading"):
+            say("serving: generation %d (pid %d)" % (serving[-1]["number"], serving[-1]["pid"]))
+            return 0
+        say("not serving: pyboss is %s" % reply.get("state"), err=True)
         return 1
     say(json.dumps(reply, indent=2) if as_json else format_status(reply))
     return 0

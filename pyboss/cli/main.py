@@ -61,9 +61,13 @@ def stop_command(name, control):
 @cli.command("status")
 @control_options
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
-def status_command(name, control, as_json):
+@click.option("--check", is_flag=True, help="A probe: exit 0 only while a generation is "
+              "serving (also during a reload, when the old one serves), 1 otherwise (starting, "
+              "respawning after a crash, stopping, or no pyboss answering). For a Kubernetes "
+              "exec readiness or liveness probe, or a container HEALTHCHECK.")
+def status_command(name, control, as_json, check):
     """Show generations, listeners and the last reloads."""
-    return run_status(checked_name(name), control, as_json)
+    return run_status(checked_name(name), control, as_json, check)
 
 
 cli.add_command(exec_command)
