@@ -48,8 +48,8 @@ def starter(tmp_path):
 
 def test_client_commands_do_not_import_click(start_pyboss, app):
     boss = start_pyboss([app[0]])
-    for args in (["status"], ["status", "--json"], ["reload"], ["reload", "--wait"],
-                 ["stop"]):
+    for args in (["status"], ["status", "--json"], ["status", "--check"], ["reload"],
+                 ["reload", "--wait"], ["stop"]):
         code, modules = imported_modules(PYBOSS + args + ["--control", boss.control])
         assert code == 0, args
         assert "pyboss.cli.client" in modules, args
@@ -72,7 +72,8 @@ def test_start_server_restart_and_stop_do_not_import_click(starter):
 def test_lean_and_click_paths_answer_alike(start_pyboss, app, tmp_path):
     boss = start_pyboss([app[0]])
     control = ["--control", boss.control]
-    for args in (["status"], ["status", "--json"], ["status", "--control=" + boss.control],
+    for args in (["status"], ["status", "--json"], ["status", "--check"],
+                 ["status", "--control=" + boss.control],
                  ["reload", "--name", "nobody-runs-this"], ["stop", "--control",
                                                              str(tmp_path / "none.sock")]):
         argv = args if "--control" in " ".join(args) or "--name" in args else args + control
