@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -114,12 +115,30 @@ def start_pyboss(pyboss, workdir, name):
     return boss, sock
 
 
+def _settled(sock):
+    """Serving, with the previous generations drained and reaped: no work left over."""
+    try:
+        status = control.request(sock, {"command": "status"}, timeout=5) or {}
+    except control.ControlError:
+        return False
+    return status.get("state") == "serving" and len(status.get("generations", [])) == 1
+
+
 def _serving(sock):
     try:
         return (control.request(sock, {"command": "status"}, timeout=5) or {}).get(
             "state") == "serving"
     except control.ControlError:
         return False
+
+
+def _connectable(path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+            return True
+        except OSError:
+            return False
 
 
 def start_starter(argv, workdir, name):
@@ -142,7 +161,7 @@ def measure(runs, workdir):
     try:
         timings.measure(runs, "pyboss status", pyboss + ["status", "--control", sock])
         timings.measure(runs, "pyboss reload", pyboss + ["reload", "--control", sock],
-                        before=lambda: await_ok(lambda: _serving(sock), "the last reload"),
+                        before=lambda: await_ok(lambda: _settled(sock), "the last reload"),
                         note="returns once pyboss has the request")
         timings.measure(runs, "pyboss reload --wait",
                         pyboss + ["reload", "--wait", "--control", sock],
@@ -205,12 +224,13 @@ def measure(runs, workdir):
                           "--workers", "1", "--control-socket", ctl, "--chdir", REPO,
                           "benchmarks.wsgi_app:application"], workdir)
         try:
-            await_ok(lambda: os.path.exists(ctl), "gunicorn's control socket")
+            # gunicorn makes its control socket anew on every reload: wait for it.
+            ready = lambda: await_ok(lambda: _connectable(ctl), "gunicorn's control socket")  # noqa: E731
             for command, note in (("show workers", "like pyboss status"),
                                   ("reload", "HUPs the arbiter; returns at once")):
                 timings.measure(runs, 'gunicornc -c "%s"' % command,
                                 [gunicornc, "-s", ctl, "-c", command], peer="gunicorn",
-                                note=note)
+                                note=note, before=ready)
         finally:
             app.stop()
     return {"runs": runs, "goal": GOAL, "bare_start": " ".join(timings.baseline),
@@ -219,7 +239,8 @@ def measure(runs, workdir):
 
 def markdown(results):
     lines = ["## Client commands: wall time, median of %d runs" % results["runs"], "",
-             "Bare start: `%s`, run right after each run of the command." % results["bare_start"],
+             "Bare start: `%s`, run right after each run of the command. Load average "
+             "before and after: %.2f, %.2f." % (results["bare_start"], *results["load_average"]),
              "", "| command | peer | median | bare start | x bare start | |",
              "|---|---|---|---|---|---|"]
     for r in results["rows"]:
@@ -246,8 +267,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 1000:
         parser.error("--runs %d: give a number from 1 to 1000" % args.runs)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="pyboss-bench-client-") as workdir:
         results = measure(args.runs, workdir)
+    # A shared machine's load makes every figure noisier; the ratios less so.
+    results["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     text = markdown(results)
     sys.stdout.write(text)
     os.makedirs(args.out, exist_ok=True)
