@@ -13,10 +13,15 @@ below, so both paths print the same lines and exit with the same status.
 import json
 import sys
 
-from ..supervisor.control import ControlError, control_path, format_status, request, valid_name
+from ..supervisor.control import (DEFAULT_TIMEOUT, ControlError, control_path, format_status,
+                                  request, valid_name)
+from ..values import seconds
+
+MAX_TIMEOUT = 86400       # --timeout's range, as the click option has it
 
 # Per command: option -> (keyword argument, whether it takes a value).
-_TARGET = {"--name": ("name", True), "--control": ("control", True)}
+_TARGET = {"--name": ("name", True), "--control": ("control", True),
+           "--timeout": ("timeout", True)}
 CLIENT_OPTIONS = {
     "reload": dict(_TARGET, **{"--wait": ("wait", False)}),
     "stop": _TARGET,
@@ -76,23 +81,26 @@ def lean_command(argv, start_server_link=False):
     options = parse_options(args, CLIENT_OPTIONS[command])
     if options is None or not valid_name(options.get("name")):
         return None
+    if "timeout" in options:
+        try:
+            options["timeout"] = seconds(options["timeout"], MAX_TIMEOUT)
+        except ValueError:
+            return None       # click says what is wrong with it
     return lambda: CLIENT_COMMANDS[command](**options)
 
 
-def ask(name, control, message):
+def ask(name, control, message, timeout=DEFAULT_TIMEOUT):
+    """The supervisor's answer; no answer is one line on stderr and exit 1."""
     path = control_path(name, control, client=True)
     try:
-        return request(path, message)
+        return request(path, message, timeout)
     except ControlError as e:
         say("pyboss: %s" % e, err=True)
         sys.exit(1)
 
 
-def run_reload(name=None, control=None, wait=False):
-    reply = ask(name, control, {"command": "reload", "wait": wait})
-    if reply is None:
-        say("pyboss reload: failed: pyboss exited during the reload", err=True)
-        return 1
+def run_reload(name=None, control=None, wait=False, timeout=DEFAULT_TIMEOUT):
+    reply = ask(name, control, {"command": "reload", "wait": wait}, timeout)
     if not reply.get("ok"):
         say("pyboss reload: failed: %s" % reply.get("error"), err=True)
         return 1
@@ -102,20 +110,17 @@ def run_reload(name=None, control=None, wait=False):
     return 0
 
 
-def run_stop(name=None, control=None):
-    reply = ask(name, control, {"command": "stop"})
-    if reply is not None and not reply.get("ok"):
+def run_stop(name=None, control=None, timeout=DEFAULT_TIMEOUT):
+    reply = ask(name, control, {"command": "stop"}, timeout)
+    if not reply.get("ok"):
         say("pyboss stop: pyboss exited with status %s: %s"
             % (reply.get("exit_code"), reply.get("error")), err=True)
         return 1
     return 0
 
 
-def run_status(name=None, control=None, as_json=False, check=False):
-    reply = ask(name, control, {"command": "status"})
-    if reply is None:
-        say("pyboss: pyboss exited before answering", err=True)
-        return 1
+def run_status(name=None, control=None, as_json=False, check=False, timeout=DEFAULT_TIMEOUT):
+    reply = ask(name, control, {"command": "status"}, timeout)
     if check:       # a probe: serving or not, in one line
         serving = [g for g in reply.get("generations", []) if g.get("state") == "serving"]
         if serving and reply.get("state") in ("serving", "reloading"):

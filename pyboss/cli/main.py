@@ -5,6 +5,8 @@ import sys
 import click
 
 from .. import __version__
+from ..options import Seconds
+from ..supervisor.control import DEFAULT_TIMEOUT
 from .client import run_reload, run_status, run_stop
 from .exec import checked_name, exec_command
 from .check import check_command
@@ -13,6 +15,12 @@ from ..dropins.start_server import start_server_command
 
 
 def control_options(func):
+    func = click.option("--timeout", type=Seconds(maximum=86400), default=DEFAULT_TIMEOUT,
+                        show_default=True, metavar="SECONDS",
+                        help="How long pyboss may take to answer. Work it accepted (reload "
+                             "--wait, stop) may then take as long as pyboss announces "
+                             "(its ready or stop timeout) plus 10 s. Without an answer in "
+                             "time: 'pyboss did not answer within N s', exit 1.")(func)
     func = click.option("--control", metavar="PATH",
                         help="Control socket of the pyboss to talk to (overrides --name).")(func)
     return click.option("--name", metavar="NAME",
@@ -40,7 +48,7 @@ def cli():
 @control_options
 @click.option("--wait", is_flag=True, help="Return only when the reload is over: exit 0 "
               "once the new generation is serving, 1 with the reason if it failed.")
-def reload_command(name, control, wait):
+def reload_command(name, control, timeout, wait):
     """Start a new generation; drain the old one once the new one is ready.
 
     Without --wait, returns as soon as pyboss has the request. Requests made while
@@ -48,14 +56,14 @@ def reload_command(name, control, wait):
     'ExecReload=pyboss reload --wait' under systemd so that 'systemctl reload'
     is synchronous and reports failure.
     """
-    return run_reload(checked_name(name), control, wait)
+    return run_reload(checked_name(name), control, wait, timeout)
 
 
 @cli.command("stop")
 @control_options
-def stop_command(name, control):
+def stop_command(name, control, timeout):
     """Stop every generation gracefully; return once pyboss has exited."""
-    return run_stop(checked_name(name), control)
+    return run_stop(checked_name(name), control, timeout)
 
 
 @cli.command("status")
@@ -65,9 +73,9 @@ def stop_command(name, control):
               "serving (also during a reload, when the old one serves), 1 otherwise (starting, "
               "respawning after a crash, stopping, or no pyboss answering). For a Kubernetes "
               "exec readiness or liveness probe, or a container HEALTHCHECK.")
-def status_command(name, control, as_json, check):
+def status_command(name, control, timeout, as_json, check):
     """Show generations, listeners and the last reloads."""
-    return run_status(checked_name(name), control, as_json, check)
+    return run_status(checked_name(name), control, as_json, check, timeout)
 
 
 cli.add_command(exec_command)
