@@ -107,7 +107,8 @@ def listening_inode(ns, port):
 def sigkill_pyboss_and_await_restart(ns, unit="demo.service"):
     """SIGKILL pyboss; return the new MainPID once systemd restarted it and it is serving."""
     old = main_pid(ns, unit)
-    ns.run(["kill", "-KILL", str(old)])
+    # The shell's kill: a minimal image has no kill(1) binary (procps).
+    ns.run(["sh", "-c", 'kill -KILL "$1"', "sh", str(old)])
 
     def restarted():
         pid = main_pid(ns, unit)

@@ -6,15 +6,16 @@ import subprocess
 
 import pytest
 
+from other_user import pyboss_as
 from pyboss_testing import PYBOSS, PYTHON, TIMEOUT, pid_alive, wait_until
 
 
 def run_exec(tmp_path, *args, user=None):
-    prefix = ["setpriv", "--reuid=%s" % user, "--regid=nogroup", "--clear-groups"] if user else []
+    pyboss = pyboss_as(user) if user else PYBOSS
     control = tmp_path / "run" / "c.sock"
-    return subprocess.run(prefix + PYBOSS + ["exec", "--control", str(control)] + list(args),
+    return subprocess.run(pyboss + ["exec", "--control", str(control)] + list(args),
                           capture_output=True, text=True, timeout=TIMEOUT,
-                          env=dict(os.environ, HOME="/"))
+                          cwd="/" if user else None, env=dict(os.environ, HOME="/"))
 
 
 @pytest.mark.parametrize("args, message", [

@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 
+from other_user import pyboss_as
 from pyboss_testing import (PYBOSS, TIMEOUT, Load, Pyboss, children, http_get, open_fds,
                             pid_alive, wait_until)
 
@@ -181,9 +182,8 @@ def test_second_pyboss_with_the_same_control_socket_is_refused_and_first_unharme
 
 def test_control_socket_refuses_other_users(start_pyboss, app):
     boss = start_pyboss([app[0]])
-    result = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-                            + PYBOSS + ["reload", "--control", boss.control],
-                            capture_output=True, text=True, timeout=TIMEOUT,
+    result = subprocess.run(pyboss_as("nobody") + ["reload", "--control", boss.control],
+                            capture_output=True, text=True, timeout=TIMEOUT, cwd="/",
                             env=dict(os.environ, HOME="/"))
     assert result.returncode == 1
     assert "permission denied" in result.stderr

@@ -10,7 +10,8 @@ import click
 from .. import sd
 from ..errors import UserError
 from ..options import SECONDS, SignalType, check_executable
-from ..supervisor.control import ControlError, ControlServer, control_path, open_notify_socket
+from ..supervisor.control import (ControlError, ControlServer, control_path, open_notify_socket,
+                                  valid_name)
 from ..listeners import ListenError, ListenerSet, bind, parse_spec
 from ..systemd.fdstore import FdStore
 from ..supervisor.log import EventLog
@@ -19,11 +20,8 @@ from ..supervisor.settings import DEFAULT_READY_GRACE, Settings
 from ..supervisor.watch import Inotify
 from ..systemd.upstream import Upstream
 
-_NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
-
-
 def checked_name(name):
-    if name is not None and not _NAME.match(name):
+    if not valid_name(name):
         raise UserError("invalid --name %r: use up to 64 letters, digits, '_', '-', '.', '@', "
                         "not starting with '.'" % name)
     return name or "pyboss"
@@ -88,7 +86,8 @@ def checked_textfile(path):
 @click.option("--name", metavar="NAME", help="Name of this supervisor; picks its control "
               "socket and labels its log lines. Default: pyboss.")
 @click.option("--control", metavar="PATH", help="Control socket path (default: NAME.sock in "
-              "$RUNTIME_DIRECTORY, else $XDG_RUNTIME_DIR/pyboss, else /run/pyboss).")
+              "$RUNTIME_DIRECTORY, else $XDG_RUNTIME_DIR/pyboss, else /run/pyboss for "
+              "root, else /tmp/pyboss-UID).")
 @click.option("--listen", "listens", metavar="[NAME=]SPEC", multiple=True,
               help="Listen here and pass the socket to every generation; repeatable. SPEC: "
                    "PORT, :PORT, HOST:PORT, [V6]:PORT, tcp://HOST:PORT, udp://HOST:PORT, "

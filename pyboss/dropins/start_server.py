@@ -85,7 +85,7 @@ def _say(text):
 @click.option("--restart", is_flag=True, help="Restart the running start_server of --pid-file "
               "and return once only the new generation runs (needs --status-file).")
 @click.option("--stop", is_flag=True, help="Stop the running start_server of --pid-file; "
-              "return once it has exited.")
+              "return once its workers are gone and its files removed.")
 @click.option("-q", "--quiet", is_flag=True, help="(pyboss) Log only warnings and errors.")
 @click.version_option(__version__, prog_name="pyboss start-server",
                       message="%(prog)s %(version)s (start_server " + COMPATIBLE_WITH
@@ -309,7 +309,10 @@ def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_h
         if logger is not None:
             finish_logger(logger, redirected)
         if pid:
-            pid.remove()                  # last: --stop returns once everything is done
+            # Last: --stop returns once everything is done, not after the interpreter's
+            # own teardown (tens of ms with nothing left to wait for).
+            pid.remove()
+            pid.release()
 
 
 def finish_logger(logger, redirected):
