@@ -49,15 +49,25 @@ def ask(name, control, message):
 @control_options
 @click.option("--wait", is_flag=True, help="Return only when the reload is over: exit 0 "
               "once the new generation is serving, 1 with the reason if it failed.")
-def reload_command(name, control, wait):
+@click.option("--after-sighup", is_flag=True, help="Start no reload: wait for the one the "
+              "newest SIGHUP started and report it as --wait does (for ExecReload= with "
+              "Type=notify-reload, which runs right after systemd's SIGHUP). Starts one if "
+              "that outcome was already reported, or no SIGHUP came.")
+def reload_command(name, control, wait, after_sighup):
     """Start a new generation; drain the old one once the new one is ready.
 
     Without --wait, returns as soon as pyboss has the request. Requests made while
-    a reload is under way coalesce into one follow-up reload. Use
-    'ExecReload=pyboss reload --wait' under systemd so that 'systemctl reload'
-    is synchronous and reports failure.
+    a reload is under way coalesce into one follow-up reload. Under systemd, use
+    'ExecReload=pyboss reload --wait' with Type=notify (systemd 252 and older), or
+    'ExecReload=pyboss reload --wait --after-sighup' with Type=notify-reload (253
+    and newer), so that 'systemctl reload' is synchronous and fails when the
+    reload fails: systemd itself counts any READY=1 after RELOADING=1 as success.
     """
-    reply = ask(name, control, {"command": "reload", "wait": wait})
+    wait = wait or after_sighup
+    message = {"command": "reload", "wait": wait}
+    if after_sighup:
+        message["after_sighup"] = True
+    reply = ask(name, control, message)
     if reply is None:
         click.echo("pyboss reload: failed: pyboss exited during the reload", err=True)
         return 1

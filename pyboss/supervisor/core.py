@@ -12,6 +12,7 @@ from collections import deque
 from .. import sd
 from .generation import DRAINING, Generation, is_descendant
 from .loop import EventLoop
+from .sighup import SignalledReload
 from ..systemd.upstream import Upstream
 from ..systemd.watchdog import Keepalive
 
@@ -43,6 +44,7 @@ class Supervisor(EventLoop):
         self.number = 0
         self.history = deque(maxlen=20)
         self.reload_requested_at = None
+        self.last_sighup = None       # the newest SIGHUP's reload, for reload --after-sighup
         self.respawn_timer = None
         self.failures = 0             # consecutive generations that never became ready
         self.crashes = 0              # consecutive deaths, for the backoff
@@ -167,6 +169,8 @@ class Supervisor(EventLoop):
             self.start_followup()
             return
         self.failures += 1
+        # A reload that found no generation serving: systemd still awaits its READY=1.
+        self.upstream.reload_over("reload failed: %s; %s" % (reason, self.status_line()))
         self.answer({"ok": False, "error": reason})
         if gen.exec_failed and self.number == 1:
             return self.die(2, reason)      # bad input: the command line reports it
@@ -249,6 +253,8 @@ class Supervisor(EventLoop):
         self.reload_requested_at = (time.time(), time.monotonic())
         if self.current is None:        # waiting out a backoff: try again right away
             self.respawn_timer.cancel()
+            if self.upstream.ready_sent:
+                self.upstream.reloading()   # systemd awaits RELOADING=1, then READY=1
             return self.spawn("start")
         self.log("reload", "reload requested; starting generation %d" % (self.number + 1))
         self.upstream.reloading()
@@ -273,7 +279,8 @@ class Supervisor(EventLoop):
     # -- stop -----------------------------------------------------------------------
 
     def handle_SIGHUP(self):
-        self.request_reload()
+        self.last_sighup = SignalledReload()
+        self.request_reload(self.last_sighup)
 
     def handle_SIGTERM(self):
         self.stop()
@@ -352,6 +359,11 @@ class Supervisor(EventLoop):
         command = request.get("command")
         if command == "status":
             conn.reply(self.status())
+        elif command == "reload" and request.get("after_sighup"):
+            # systemd sent the SIGHUP before it spawned this client: handle it first.
+            self.dispatch_signals()
+            if self.last_sighup is None or not self.last_sighup.collect(conn):
+                self.request_reload(conn)   # no SIGHUP to report on: a reload of its own
         elif command == "reload" and request.get("wait"):
             self.request_reload(conn)
         elif command == "reload":

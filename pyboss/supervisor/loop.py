@@ -82,9 +82,13 @@ class EventLoop:
                 timer = heapq.heappop(self._timers)[2]
                 if not timer.cancelled:
                     timer.callback()
-            while self._signals:
-                name = signal.Signals(self._signals.popleft()).name
-                getattr(self, "handle_" + name)()
+            self.dispatch_signals()
+
+    def dispatch_signals(self):
+        """Handle the signals received so far (also from a callback that must see them)."""
+        while self._signals:
+            name = signal.Signals(self._signals.popleft()).name
+            getattr(self, "handle_" + name)()
 
     def close(self):
         self.selector.close()
