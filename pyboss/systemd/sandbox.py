@@ -79,19 +79,20 @@ class Sandbox:
         self.temporary = tuple(temporary)
 
     def hides(self, path):
-        """The setting that keeps the service from running or reading path, or None."""
-        for candidate in dict.fromkeys((path, os.path.realpath(path))):
-            if is_under(candidate, TMP_DIRS) and (self.private_tmp or self.dynamic_user):
-                return "PrivateTmp=yes" if self.private_tmp else \
-                    "DynamicUser=yes (which implies PrivateTmp=yes)"
-            if is_under(candidate, HOME_DIRS) and self.protect_home in ("yes", "tmpfs"):
-                return "ProtectHome=%s" % self.protect_home
-            for directory in self.inaccessible:
-                if is_under(candidate, (directory,)):
-                    return "InaccessiblePaths=%s" % directory
-            for directory in self.temporary:
-                if is_under(candidate, (directory,)):
-                    return "TemporaryFileSystem=%s" % directory
+        """The setting that keeps the service from running or reading path, or None.
+
+        path as written: pass what it links to as well (executable_chain does)."""
+        if is_under(path, TMP_DIRS) and (self.private_tmp or self.dynamic_user):
+            return "PrivateTmp=yes" if self.private_tmp else \
+                "DynamicUser=yes (which implies PrivateTmp=yes)"
+        if is_under(path, HOME_DIRS) and self.protect_home in ("yes", "tmpfs"):
+            return "ProtectHome=%s" % self.protect_home
+        for directory in self.inaccessible:
+            if is_under(path, (directory,)):
+                return "InaccessiblePaths=%s" % directory
+        for directory in self.temporary:
+            if is_under(path, (directory,)):
+                return "TemporaryFileSystem=%s" % directory
         if self.dynamic_user:
             closed = unreachable_by_others(path)
             if closed:

@@ -147,7 +147,8 @@ def fdstore_lines(version, name):
              "FileDescriptorStoreMax=16"]
     if version >= FDSTORE_PRESERVE:
         lines += ["# ... and `systemctl stop` + `start` too, not only restarts: listeners pyboss",
-                  "# bound itself stay open (connections queue) while no pyboss runs. For a",
+                  "# bound itself stay open (connections queue) while no pyboss runs, for as",
+                  "# long as the unit stays loaded (enabled, or wanted by a loaded unit). For a",
                   "# truly fresh start, empty the store while the service is stopped:",
                   "#   systemctl stop %s && systemctl clean --what=fdstore %s && "
                   "systemctl start %s" % (name, name, name),
@@ -221,8 +222,8 @@ def _wrap(text, width=86):
 def hardening_lines(name, sandbox, why):
     user = _setting("DynamicUser", "yes" if sandbox.dynamic_user else "no",
                     why.get("DynamicUser") and why["DynamicUser"] + ": runs as root, confined "
-                    "by the settings below. Install pyboss and the app where every user can "
-                    "read them to get DynamicUser=yes back.")
+                    "by the settings below. Install pyboss and the app elsewhere, where every "
+                    "user can read them, to get DynamicUser=yes back.")
     private_tmp = _setting("PrivateTmp", "yes" if sandbox.private_tmp else "no",
                            why.get("PrivateTmp") and why["PrivateTmp"] + ".")
     protect_home = _setting("ProtectHome", sandbox.protect_home,
