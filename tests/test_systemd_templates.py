@@ -5,12 +5,20 @@ import sys
 import textwrap
 from pathlib import Path
 
+from pyboss.systemd.sandbox import executable_chain, sandbox_for
 
 UNITS = Path(__file__).resolve().parent.parent / "units"
 
-# This host's python lives under /root (mode 0700): a dynamic user could not run it.
-# (`pyboss units` notices that by itself; the templates assume a system-wide install.)
-HOST_DROP_IN = "[Service]\nDynamicUser=no\nProtectHome=read-only\n"
+
+def host_drop_in():
+    """What an admin adds where pyboss is not installed system-wide, as `pyboss units`
+    would choose it: here the test's python may live under /root (mode 0700: no dynamic
+    user, ProtectHome=read-only) or /tmp (PrivateTmp=no), wherever the checkout is."""
+    sandbox, _ = sandbox_for(executable_chain(sys.executable)
+                             + [sys.prefix, sys.base_prefix, str(UNITS.parent)])
+    return ("[Service]\nDynamicUser=%s\nPrivateTmp=%s\nProtectHome=%s\n"
+            % ("yes" if sandbox.dynamic_user else "no",
+               "yes" if sandbox.private_tmp else "no", sandbox.protect_home))
 
 
 def installed(tmp_path):
@@ -19,7 +27,7 @@ def installed(tmp_path):
     shutil.copytree(UNITS, units)
     for unit in ("myapp.service", "pyboss@demo.service"):
         (units / (unit + ".d")).mkdir()
-        (units / (unit + ".d") / "host.conf").write_text(HOST_DROP_IN)
+        (units / (unit + ".d") / "host.conf").write_text(host_drop_in())
     (tmp_path / "demo.conf").write_text(
         "PYBOSS_OPTIONS=--ready-timeout 20\nAPP_COMMAND=/usr/bin/myapp\n")
     (units / "pyboss@demo.service.d" / "env.conf").write_text(
