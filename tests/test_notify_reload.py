@@ -73,3 +73,43 @@ def test_sighups_during_a_reload_coalesce_into_one_that_after_sighup_awaits(star
     boss.upstream.wait_for("READY=1")
     reloading = fields(boss.upstream.wait_for("RELOADING=1"))
     assert int(reloading["MONOTONIC_USEC"]) >= sent
+
+
+def test_sighup_while_no_generation_serves_gets_reloading_then_ready(start_pyboss, app):
+    boss = start_pyboss([app[0]], "--crash-limit", "100")
+    with open(app[1], "w") as f:
+        f.write("--exit-code 1")        # every respawn fails at once, backing off longer
+    os.kill(boss.serving()["pid"], signal.SIGKILL)
+    wait_for_status(boss, lambda text: text.startswith("no generation serving; respawning in")
+                    and float(text.rsplit(" ", 1)[1].rstrip("s")) >= 1.6)
+    # Between two respawns: the SIGHUP starts one at once, and systemd (Type=notify-reload)
+    # gets its RELOADING=1 and, the new generation failing, its READY=1 all the same.
+    sent = monotonic_usec()
+    os.kill(boss.pid, signal.SIGHUP)
+    reloading = fields(boss.upstream.wait_for("RELOADING=1"))
+    assert int(reloading["MONOTONIC_USEC"]) >= sent
+    ready = fields(boss.upstream.wait_for("READY=1"))
+    assert ready["STATUS"].startswith("reload failed: generation ")
+    assert ready["STATUS"].endswith("; no generation serving")
+    result = boss.cli("reload", "--after-sighup")
+    assert result.returncode == 1 and "exited with status 1" in result.stderr, result.stderr
+    # Fixed build, next SIGHUP between respawns: serving again, and READY=1 says so.
+    with open(app[1], "w") as f:
+        f.write("")
+    wait_for_status(boss, lambda text: text.startswith("no generation serving; respawning in")
+                    and float(text.rsplit(" ", 1)[1].rstrip("s")) >= 1.6)
+    os.kill(boss.pid, signal.SIGHUP)
+    boss.upstream.wait_for("RELOADING=1")
+    ready = fields(boss.upstream.wait_for("READY=1"))
+    assert ready["STATUS"].startswith("serving generation ")
+    result = boss.cli("reload", "--after-sighup")
+    assert result.returncode == 0, result.stderr
+
+
+def wait_for_status(boss, predicate):
+    """Await a STATUS= message from pyboss that predicate accepts."""
+    while True:
+        message = boss.upstream.next_message()
+        status = fields(message).get("STATUS")
+        if status is not None and predicate(status):
+            return status
