@@ -193,3 +193,21 @@ def test_units_for_pyboss_in_a_venv_under_tmp_run(boot, tmp_path, version):
     reload(ns)
     assert curl(ns)["generation"] == 2
     assert main_pid(ns) > 0
+
+
+def test_units_for_254_pass_systemd_254s_own_verify(systemd_254, tmp_path):
+    units, _ = generate(tmp_path, 254)
+    shared = next(systemd_254.glob("usr/lib/*/systemd/libsystemd-shared-*.so")).parent
+    libs = "%s:%s" % (shared, shared.parent)    # its libsystemd-shared, its libsystemd
+    analyze = [str(systemd_254 / "usr/bin/systemd-analyze")]
+    env = dict(os.environ, LD_LIBRARY_PATH=libs)
+    version = subprocess.run(analyze + ["--version"], capture_output=True, text=True,
+                             env=env, timeout=60).stdout
+    assert version.startswith("systemd 254 ")
+    result = subprocess.run(analyze + ["verify", *map(str, sorted(units.iterdir()))],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+    # The host's 252 does not know three of its lines, and says so.
+    result = subprocess.run(["systemd-analyze", "verify", str(units / "demo.service")],
+                            capture_output=True, text=True, timeout=120)
+    assert "notify-reload" in result.stderr and "FileDescriptorStorePreserve" in result.stderr

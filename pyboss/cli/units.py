@@ -215,6 +215,12 @@ def units_command(name, listens, output, socket_mode, backlog, systemd_version, 
     reload'); from 254, FileDescriptorStorePreserve=yes as well (listeners
     pyboss bound itself survive 'systemctl stop').
 
+    Restarts by an operator never take the sockets down: the service has no
+    start limit (StartLimitIntervalSec=0; 'systemctl restart' counts against
+    it, and hitting it fails the socket units too) and the sockets no trigger
+    limit; pyboss's --crash-limit and back-off and RestartSec= slow a crash
+    loop instead.
+
     The sandbox follows where pyboss, its Python (the venv's interpreter and
     the file it links to) and the app live: PrivateTmp=no and no dynamic user
     for anything under /tmp or /var/tmp, ProtectHome=read-only for anything
