@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pyboss_testing import TIMEOUT, wait_until, write_app
-from supervised_units import LoadInside, curl, listening_inode, main_pid
+from supervised_units import LoadInside, curl, listening_inode, main_pid, write_units
 from unit_tools import pyboss
 
 VERSIONS = [252, 254]
@@ -211,3 +211,18 @@ def test_units_for_254_pass_systemd_254s_own_verify(systemd_254, tmp_path):
     result = subprocess.run(["systemd-analyze", "verify", str(units / "demo.service")],
                             capture_output=True, text=True, timeout=120)
     assert "notify-reload" in result.stderr and "FileDescriptorStorePreserve" in result.stderr
+
+
+def test_slow_generation_extends_the_reload_timeout_under_notify_reload(boot, tmp_path):
+    # TimeoutStartSec=2s bounds a reload too, but the app needs 3s (pyboss's own
+    # --ready-timeout is 20s): pyboss's EXTEND_TIMEOUT_USEC= must reach systemd 254
+    # while it waits for RELOADING=1's READY=1 and for ExecReload=.
+    units, _ = write_units(tmp_path, service_type="notify-reload", app_flags="--ready-delay 3",
+                           service_extra="TimeoutStartSec=2s\n")
+    ns = boot(units, 254)
+    ns.systemctl("start", "demo.socket", "demo.service")
+    assert curl(ns)["generation"] == 1
+    reload(ns)
+    assert curl(ns)["generation"] == 2
+    assert ns.systemctl("show", "-P", "NRestarts", "demo.service").stdout.strip() == "0"
+    assert "timed out" not in ns.journal("demo.service")
