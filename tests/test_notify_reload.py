@@ -113,3 +113,14 @@ def wait_for_status(boss, predicate):
         status = fields(message).get("STATUS")
         if status is not None and predicate(status):
             return status
+
+
+def test_reload_extends_systemds_timeout_at_once_not_at_the_next_tick(start_pyboss, app):
+    # systemd's reload timeout (TimeoutStartSec=) runs from its SIGHUP; pyboss's periodic
+    # EXTEND_TIMEOUT_USEC= comes every 2 s, too late for a short one.
+    boss = start_pyboss([app[0]], "--ready-timeout", "20")
+    os.kill(boss.pid, signal.SIGHUP)
+    boss.upstream.wait_for("RELOADING=1")
+    extend = fields(boss.upstream.next_message())
+    assert 20e6 <= int(extend["EXTEND_TIMEOUT_USEC"]) <= 30e6, extend
+    boss.upstream.wait_for("READY=1")

@@ -255,10 +255,12 @@ class Supervisor(EventLoop):
             self.respawn_timer.cancel()
             if self.upstream.ready_sent:
                 self.upstream.reloading()   # systemd awaits RELOADING=1, then READY=1
-            return self.spawn("start")
-        self.log("reload", "reload requested; starting generation %d" % (self.number + 1))
-        self.upstream.reloading()
-        self.spawn("reload")
+            self.spawn("start")
+        else:
+            self.log("reload", "reload requested; starting generation %d" % (self.number + 1))
+            self.upstream.reloading()
+            self.spawn("reload")
+        self.keepalive.extend_timeout()     # systemd's reload timeout runs from now
 
     def start_followup(self):
         waiters, self.followup = self.followup, None

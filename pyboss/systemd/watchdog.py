@@ -64,7 +64,8 @@ class Keepalive:
             return
         starting = not supervisor.upstream.ready_sent
         pending = supervisor.pending
-        if pending is not None and (starting or supervisor.pending_purpose == "reload"):
+        reloading = supervisor.pending_purpose == "reload" or supervisor.upstream.reloading_sent
+        if pending is not None and (starting or reloading):
             deadline = pending.started_mono + supervisor.settings.ready_timeout
         elif starting and supervisor.respawn_timer is not None \
                 and not supervisor.respawn_timer.cancelled:
