@@ -90,7 +90,7 @@ class Pyboss(LoggedProcess):
     """One `pyboss exec` under test, with its control socket in a temp dir."""
 
     def __init__(self, tmp_path, command, *options, listen=("127.0.0.1:0",), env=None,
-                 wait_ready=True, name="t"):
+                 wait_ready=True, name="t", wrapper=()):
         self.dir = str(tmp_path)
         self.control = os.path.join(self.dir, name + ".sock")
         self.upstream = Notifications(self.dir)
@@ -101,7 +101,8 @@ class Pyboss(LoggedProcess):
         full_env = dict(os.environ, NOTIFY_SOCKET=self.upstream.path, **(env or {}))
         self.log_path = os.path.join(self.dir, name + ".log")
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+        # wrapper: what runs pyboss, e.g. unshare for a PID namespace of its own
+        self.proc = subprocess.Popen(list(wrapper) + args, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
         if wait_ready:
             self.upstream.wait_for("READY=1")
 
@@ -149,16 +150,21 @@ def terminate(proc):
             proc.wait()
 
 
+def read_until_closed(sock):
+    """Everything sock receives until the peer closes."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def http_get(address, path="/", timeout=10):
     """One request on a fresh connection; returns the parsed JSON body or raises."""
     with socket.create_connection(address, timeout=timeout) as conn:
         conn.sendall(b"GET " + path.encode() + b" HTTP/1.0\r\nHost: t\r\n\r\n")
-        data = b""
-        while True:
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_until_closed(conn)
     head, _, body = data.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.0 200"):
         raise ValueError("bad reply: %r" % data[:200])

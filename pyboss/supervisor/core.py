@@ -12,7 +12,9 @@ from collections import deque
 from .. import sd
 from .generation import DRAINING, Generation, is_descendant
 from .loop import EventLoop
-from .sighup import SignalledReload
+from .reaper import Reaper
+from .sighup import SighupReloads
+from .watch import ChangeReloads
 from ..systemd.upstream import Upstream
 from ..systemd.watchdog import Keepalive
 
@@ -23,8 +25,8 @@ class ReloadFailed(Exception):
     """A new generation did not become ready; the old one keeps serving."""
 
 
-class Supervisor(EventLoop):
-    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+class Supervisor(SighupReloads, EventLoop):
+    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 
     def __init__(self, settings, listeners, control, notify, log, upstream=None):
         super().__init__()
@@ -44,7 +46,6 @@ class Supervisor(EventLoop):
         self.number = 0
         self.history = deque(maxlen=20)
         self.reload_requested_at = None
-        self.last_sighup = None       # the newest SIGHUP's reload, for reload --after-sighup
         self.respawn_timer = None
         self.failures = 0             # consecutive generations that never became ready
         self.crashes = 0              # consecutive deaths, for the backoff
@@ -54,6 +55,9 @@ class Supervisor(EventLoop):
         self.fatal = None
         self.watch(control, self.on_control)
         self.watch(notify, self.on_notify)
+        self.reaper = Reaper(self)            # orphans, and generations as whole trees
+        self.handle_SIGCHLD = self.reaper.reap
+        self.changes = ChangeReloads.start(self, settings)   # --reload-on-change
 
     # -- life cycle -------------------------------------------------------------
 
@@ -83,6 +87,7 @@ class Supervisor(EventLoop):
             self.log("spawn-failed", "cannot fork: %s" % e.strerror, level="error")
             self.respawn_timer = self.call_later(self.next_backoff(), lambda: self.spawn(purpose))
             return
+        gen.reaper = self.reaper
         self.pending, self.pending_purpose = gen, purpose
         self.watch(gen.pidfd, lambda: self.on_exit(gen))
         self.watch(gen.exec_fd, lambda: self.on_exec(gen))
@@ -160,17 +165,16 @@ class Supervisor(EventLoop):
             self.retire(gen, signal.SIGKILL, 0)
         if self.stopping:
             return
+        # Success or not, systemd awaits a READY=1 for every RELOADING=1.
+        self.upstream.reload_over("reload failed: %s; %s" % (reason, self.status_line()))
         if self.pending_purpose == "reload" and self.current is not None:
             self.record_reload(gen, "failed", reason)
             self.log("reload-failed", "reload failed: %s; %s keeps serving" % (reason, self.current),
                      level="error", generation=gen.number, pid=gen.pid)
-            self.upstream.ready("reload failed: %s; %s" % (reason, self.status_line()))
             self.answer({"ok": False, "error": reason})
             self.start_followup()
             return
         self.failures += 1
-        # A reload that found no generation serving: systemd still awaits its READY=1.
-        self.upstream.reload_over("reload failed: %s; %s" % (reason, self.status_line()))
         self.answer({"ok": False, "error": reason})
         if gen.exec_failed and self.number == 1:
             return self.die(2, reason)      # bad input: the command line reports it
@@ -185,6 +189,7 @@ class Supervisor(EventLoop):
         gen.state = DRAINING
         self.old.append(gen)
         gen.signal(signum)
+        self.reaper.on_drain(signum)
         if signum != signal.SIGKILL:
             gen.deadline_timer = self.call_later(timeout, lambda: gen.signal(signal.SIGKILL))
         draining = [g for g in self.old if g.alive]
@@ -199,10 +204,11 @@ class Supervisor(EventLoop):
             return
         self.unwatch(gen.pidfd)
         if gen.exec_fd is not None:
-            self.unwatch(gen.exec_fd)
+            self.on_exec(gen)   # an exec error can arrive in the same round as the exit
         gen.close()
         if gen.deadline_timer is not None:
             gen.deadline_timer.cancel()
+        self.reaper.generation_exited(gen, self.settings.drain_signal, self.settings.drain_timeout)
         if gen in self.old:
             self.old.remove(gen)
             self.log("exit", "%s %s" % (gen, gen.exit_reason), generation=gen.number, pid=gen.pid)
@@ -219,7 +225,11 @@ class Supervisor(EventLoop):
                     self.crashes = 0    # it ran well for a while: not a tight loop
                 if self.pending is None:
                     self.schedule_respawn()
-        if self.stopping and not self.generations():
+        self.maybe_finish()
+
+    def maybe_finish(self):     # stopped once nothing of any generation is left, orphans too
+        if self.stopping and not self.finished and not self.generations() \
+                and not self.reaper.remaining():
             self.finish()
 
     def finish(self):
@@ -253,13 +263,10 @@ class Supervisor(EventLoop):
         self.reload_requested_at = (time.time(), time.monotonic())
         if self.current is None:        # waiting out a backoff: try again right away
             self.respawn_timer.cancel()
-            if self.upstream.ready_sent:
-                self.upstream.reloading()   # systemd awaits RELOADING=1, then READY=1
-            self.spawn("start")
         else:
             self.log("reload", "reload requested; starting generation %d" % (self.number + 1))
-            self.upstream.reloading()
-            self.spawn("reload")
+        self.upstream.reloading()
+        self.spawn("reload" if self.current is not None else "start")
         self.keepalive.extend_timeout()     # systemd's reload timeout runs from now
 
     def start_followup(self):
@@ -279,10 +286,6 @@ class Supervisor(EventLoop):
                              "requested": round(requested, 3)})
 
     # -- stop -----------------------------------------------------------------------
-
-    def handle_SIGHUP(self):
-        self.last_sighup = SignalledReload()
-        self.request_reload(self.last_sighup)
 
     def handle_SIGTERM(self):
         self.stop()
@@ -312,9 +315,9 @@ class Supervisor(EventLoop):
         for gen in self.generations():
             if gen.state != DRAINING or self.settings.drain_signal != self.settings.stop_signal:
                 gen.signal(self.settings.stop_signal)
+        self.reaper.signal_strays(self.settings.stop_signal)
         self.call_later(self.settings.stop_timeout, self.kill_everything)
-        if not self.generations():
-            self.finish()
+        self.maybe_finish()
 
     def kill_everything(self):
         for gen in self.generations():
@@ -322,6 +325,7 @@ class Supervisor(EventLoop):
                      % (gen, self.settings.stop_timeout), level="warning",
                      generation=gen.number, pid=gen.pid)
             gen.signal(signal.SIGKILL)
+        self.reaper.signal_strays(signal.SIGKILL)
 
     def die(self, code, message):
         self.exit_code, self.fatal = code, message
@@ -362,10 +366,7 @@ class Supervisor(EventLoop):
         if command == "status":
             conn.reply(self.status())
         elif command == "reload" and request.get("after_sighup"):
-            # systemd sent the SIGHUP before it spawned this client: handle it first.
-            self.dispatch_signals()
-            if self.last_sighup is None or not self.last_sighup.collect(conn):
-                self.request_reload(conn)   # no SIGHUP to report on: a reload of its own
+            self.reload_after_sighup(conn)
         elif command == "reload" and request.get("wait"):
             self.request_reload(conn)
         elif command == "reload":
@@ -393,5 +394,6 @@ class Supervisor(EventLoop):
                 "state": self.state(), "command": self.settings.argv,
                 "generations": [g.as_dict() for g in self.generations()],
                 "listeners": [l.as_dict() for l in self.listeners],
-                "reloads": list(self.history)}
+                "reloads": list(self.history), "orphans": self.reaper.as_dict(),
+                "reload_on_change": self.changes and self.changes.as_dict()}
 

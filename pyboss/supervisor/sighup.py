@@ -33,3 +33,20 @@ class SignalledReload:
         else:
             self.collector = conn
         return True
+
+
+class SighupReloads:
+    """The Supervisor's SIGHUP: a reload whose outcome waits for its collector."""
+
+    last_sighup = None      # the newest SIGHUP's reload
+
+    def handle_SIGHUP(self):
+        self.last_sighup = SignalledReload()
+        self.request_reload(self.last_sighup)
+
+    def reload_after_sighup(self, conn):
+        """`reload --after-sighup`: the newest SIGHUP's outcome, else a reload of its own."""
+        # systemd sent its SIGHUP before it spawned this client: handle it first.
+        self.dispatch_signals()
+        if self.last_sighup is None or not self.last_sighup.collect(conn):
+            self.request_reload(conn)

@@ -29,6 +29,8 @@ class Upstream:
         self.send("READY=1", "STATUS=" + status)
 
     def reloading(self):
+        if not self.ready_sent:
+            return      # systemd is still starting the service: READY=1 comes anyway
         # MONOTONIC_USEC lets Type=notify-reload tell this reload from an earlier one.
         self.reloading_sent = True
         self.send("RELOADING=1", "MONOTONIC_USEC=%d" % sd.monotonic_usec(),
