@@ -206,7 +206,9 @@ def units_command(name, listens, output, socket_mode, backlog, systemd_version, 
 
     Writes NAME.socket (for the first listener name), NAME-LISTENER.socket for
     every further name, and NAME.service running this very pyboss; without
-    --output, prints them. Other options are those of 'pyboss exec'.
+    --output, prints them. Other options are those of 'pyboss exec', checked as
+    'pyboss exec' checks them: SECONDS finite, from 0 to 604800; SIGNAL one the
+    app can catch.
 
     The service is written for one systemd version, named in its first lines:
     up to 252, Type=notify with ExecReload='pyboss reload --wait'; from 253,

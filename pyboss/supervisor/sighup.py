@@ -36,7 +36,8 @@ class SignalledReload:
 
 
 class SighupReloads:
-    """The Supervisor's SIGHUP: a reload whose outcome waits for its collector."""
+    """The Supervisor's SIGHUP, a reload whose outcome waits for its collector, and the
+    clients that wait for a reload (reload --wait, --after-sighup)."""
 
     last_sighup = None      # the newest SIGHUP's reload
 
@@ -44,9 +45,13 @@ class SighupReloads:
         self.last_sighup = SignalledReload()
         self.request_reload(self.last_sighup)
 
-    def reload_after_sighup(self, conn):
-        """`reload --after-sighup`: the newest SIGHUP's outcome, else a reload of its own."""
-        # systemd sent its SIGHUP before it spawned this client: handle it first.
-        self.dispatch_signals()
-        if self.last_sighup is None or not self.last_sighup.collect(conn):
+    def reload_for_client(self, conn, after_sighup=False):
+        """`reload --wait`; with after_sighup, the newest SIGHUP's reload instead, if its
+        outcome is still to be collected (else a reload of its own, as --wait)."""
+        if after_sighup:
+            self.dispatch_signals()     # systemd sent its SIGHUP before it ran this client
+        # The pending generation's time, then this reload's own if it is a follow-up.
+        conn.accepted((2 if self.pending else 1) * self.settings.ready_timeout
+                      + self.settings.backoff_max)
+        if not (after_sighup and self.last_sighup is not None and self.last_sighup.collect(conn)):
             self.request_reload(conn)
