@@ -76,6 +76,14 @@ class Notifications:
                 raise AssertionError("pyboss did not send %s within %ss" % (field, timeout))
             self.messages.append(self.sock.recv(4096).decode())
 
+    def next_message(self, timeout=TIMEOUT):
+        """The next message pyboss sent, in the order sent."""
+        if self.messages:
+            return self.messages.pop(0)
+        if not select.select([self.sock], [], [], timeout)[0]:
+            raise AssertionError("pyboss sent nothing within %ss" % timeout)
+        return self.sock.recv(4096).decode()
+
     def close(self):
         self.sock.close()
 

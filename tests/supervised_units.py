@@ -36,9 +36,9 @@ def write_units(tmp_path, listen=None, kill_mode="control-group", service_type="
             TriggerLimitIntervalSec=10s
             TriggerLimitBurst=50
             """ % HTTP_PORT))
-    reload_line = ""
-    if service_type == "notify":
-        reload_line = "ExecReload=%s -m pyboss reload --wait --name demo" % PYTHON
+    reload_line = "ExecReload=%s -m pyboss reload --wait --name demo" % PYTHON
+    if service_type == "notify-reload":
+        reload_line += " --after-sighup"     # SIGHUP starts it; this reports its outcome
     (units / "demo.service").write_text(textwrap.dedent("""\
         [Unit]
         StartLimitIntervalSec=0

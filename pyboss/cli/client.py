@@ -23,7 +23,7 @@ MAX_TIMEOUT = 86400       # --timeout's range, as the click option has it
 _TARGET = {"--name": ("name", True), "--control": ("control", True),
            "--timeout": ("timeout", True)}
 CLIENT_OPTIONS = {
-    "reload": dict(_TARGET, **{"--wait": ("wait", False)}),
+    "reload": dict(_TARGET, **{"--wait": ("wait", False), "--after-sighup": ("after_sighup", False)}),
     "stop": _TARGET,
     "status": dict(_TARGET, **{"--json": ("as_json", False), "--check": ("check", False)}),
 }
@@ -99,8 +99,12 @@ def ask(name, control, message, timeout=DEFAULT_TIMEOUT):
         sys.exit(1)
 
 
-def run_reload(name=None, control=None, wait=False, timeout=DEFAULT_TIMEOUT):
-    reply = ask(name, control, {"command": "reload", "wait": wait}, timeout)
+def run_reload(name=None, control=None, wait=False, timeout=DEFAULT_TIMEOUT, after_sighup=False):
+    wait = wait or after_sighup
+    message = {"command": "reload", "wait": wait}
+    if after_sighup:     # report the reload systemd's SIGHUP started (Type=notify-reload)
+        message["after_sighup"] = True
+    reply = ask(name, control, message, timeout)
     if not reply.get("ok"):
         say("pyboss reload: failed: %s" % reply.get("error"), err=True)
         for line in reply.get("last_lines") or []:

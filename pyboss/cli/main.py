@@ -48,7 +48,11 @@ def cli():
 @control_options
 @click.option("--wait", is_flag=True, help="Return only when the reload is over: exit 0 "
               "once the new generation is serving, 1 with the reason if it failed.")
-def reload_command(name, control, timeout, wait):
+@click.option("--after-sighup", is_flag=True, help="Start no reload: wait for the one the "
+              "newest SIGHUP started and report it as --wait does (for ExecReload= with "
+              "Type=notify-reload, which runs right after systemd's SIGHUP). Starts one if "
+              "that outcome was already reported, or no SIGHUP came.")
+def reload_command(name, control, timeout, wait, after_sighup):
     """Start a new generation; drain the old one once the new one is ready.
 
     A failed reload's reason is followed by the last lines (up to 5) the failed
@@ -56,11 +60,13 @@ def reload_command(name, control, timeout, wait):
     from the generation's journal stream, elsewhere with 'exec --capture-output'.
 
     Without --wait, returns as soon as pyboss has the request. Requests made while
-    a reload is under way coalesce into one follow-up reload. Use
-    'ExecReload=pyboss reload --wait' under systemd so that 'systemctl reload'
-    is synchronous and reports failure.
+    a reload is under way coalesce into one follow-up reload. Under systemd, use
+    'ExecReload=pyboss reload --wait' with Type=notify (systemd 252 and older), or
+    'ExecReload=pyboss reload --wait --after-sighup' with Type=notify-reload (253
+    and newer), so that 'systemctl reload' is synchronous and fails when the
+    reload fails: systemd itself counts any READY=1 after RELOADING=1 as success.
     """
-    return run_reload(checked_name(name), control, wait, timeout)
+    return run_reload(checked_name(name), control, wait, timeout, after_sighup)
 
 
 @cli.command("stop")

@@ -16,6 +16,7 @@ from .loop import EventLoop, describe_failure
 from .observe import Observations
 from .readiness import Readiness
 from .reaper import Reaper
+from .sighup import SighupReloads
 from .watch import ChangeReloads
 from ..systemd.upstream import Upstream
 from ..systemd.watchdog import Keepalive
@@ -23,7 +24,7 @@ from ..systemd.watchdog import Keepalive
 STOPPING_MESSAGE = "pyboss is stopping"
 
 
-class Supervisor(EventLoop):
+class Supervisor(SighupReloads, EventLoop):
     SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 
     def __init__(self, settings, listeners, control, notify, log, upstream=None):
@@ -175,11 +176,12 @@ class Supervisor(EventLoop):
         if self.stopping:
             return
         detail = reason + self.observed.failure(gen)    # with its last lines, if known
+        # Success or not, systemd awaits a READY=1 for every RELOADING=1.
+        self.upstream.reload_over("reload failed: %s; %s" % (detail, self.status_line()))
         if self.pending_purpose == "reload" and self.current is not None:
             self.record_reload(gen, "failed", reason)
             self.log("reload-failed", "reload failed: %s; %s keeps serving" % (detail, self.current),
                      level="error", generation=gen.number, pid=gen.pid)
-            self.upstream.ready("reload failed: %s; %s" % (detail, self.status_line()))
             self.answer({"ok": False, "error": reason, "last_lines": gen.last_lines})
             self.start_followup()
             return
@@ -273,10 +275,11 @@ class Supervisor(EventLoop):
         self.reload_requested_at = (time.time(), time.monotonic())
         if self.current is None:        # waiting out a backoff: try again right away
             self.respawn_timer.cancel()
-            return self.spawn("start")
-        self.log("reload", "reload requested; starting generation %d" % (self.number + 1))
+        else:
+            self.log("reload", "reload requested; starting generation %d" % (self.number + 1))
         self.upstream.reloading()
-        self.spawn("reload")
+        self.spawn("reload" if self.current is not None else "start")
+        self.keepalive.extend_timeout()     # systemd's reload timeout runs from now
 
     def start_followup(self):
         waiters, self.followup = self.followup, None
@@ -293,9 +296,6 @@ class Supervisor(EventLoop):
         self.history.append(self.observed.reload(gen, outcome, reason, requested, started))
 
     # -- stop -----------------------------------------------------------------------
-
-    def handle_SIGHUP(self):
-        self.request_reload()
 
     def handle_SIGTERM(self):
         self.stop()
@@ -366,10 +366,7 @@ class Supervisor(EventLoop):
         if command == "status":
             conn.reply(self.status())
         elif command == "reload" and request.get("wait"):
-            # The pending generation's time, then this reload's own if it is a follow-up.
-            conn.accepted((2 if self.pending else 1) * self.settings.ready_timeout
-                          + self.settings.backoff_max)
-            self.request_reload(conn)
+            self.reload_for_client(conn, after_sighup=request.get("after_sighup", False))
         elif command == "reload":
             self.request_reload()
             conn.reply({"ok": True, "queued": True})

@@ -64,7 +64,8 @@ class Keepalive:
             return
         starting = not supervisor.upstream.ready_sent
         pending = supervisor.pending
-        if pending is not None and (starting or supervisor.pending_purpose == "reload"):
+        reloading = supervisor.pending_purpose == "reload" or supervisor.upstream.reloading_sent
+        if pending is not None and (starting or reloading):
             # Ready by --ready-timeout, then settled (--ready-grace) before pyboss reports.
             deadline = pending.started_mono + supervisor.settings.ready_timeout + \
                 supervisor.settings.ready_grace
