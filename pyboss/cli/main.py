@@ -10,6 +10,7 @@ from ..supervisor.control import ControlError, control_path, format_status, requ
 from .exec import checked_name, exec_command
 from .check import check_command
 from .units import units_command
+from .sweep import sweep_command
 from ..dropins.start_server import start_server_command
 
 
@@ -82,6 +83,34 @@ def stop_command(name, control):
     return 0
 
 
+@cli.command("upgrade")
+@control_options
+def upgrade_command(name, control):
+    """Replace the running supervisor's code with the pyboss installed now; the app runs on.
+
+    The supervisor exec()s the pyboss now installed where it was loaded from (after a
+    new package or a 'pip install -U') in its own process, keeping its pid (systemd's
+    MAINPID), every listener, its notify socket, every generation (serving and
+    draining, with their deadlines) and the reload history. No generation is
+    restarted and no connection is refused. A reload under way is finished first.
+
+    Returns once the new code supervises: exit 0, and 'pyboss status --json' reports
+    the new version. If the installed pyboss cannot take over (it is tried in a
+    separate process first), the running one keeps supervising and this exits 1
+    with the reason. SIGUSR2 to pyboss does the same, without an answer.
+    """
+    reply = ask(name, control, {"command": "upgrade"})
+    if reply is None:
+        click.echo("pyboss upgrade: failed: pyboss exited during the upgrade", err=True)
+        return 1
+    if not reply.get("ok"):
+        click.echo("pyboss upgrade: failed: %s" % reply.get("error"), err=True)
+        return 1
+    click.echo("pyboss: upgraded in place from %s to %s (pid %d)"
+               % (reply["previous"], reply["version"], reply["pid"]))
+    return 0
+
+
 @cli.command("status")
 @control_options
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
@@ -101,6 +130,7 @@ def status_command(name, control, as_json):
 cli.add_command(exec_command)
 cli.add_command(units_command)
 cli.add_command(check_command)
+cli.add_command(sweep_command)
 cli.add_command(start_server_command)
 
 

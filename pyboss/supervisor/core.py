@@ -9,7 +9,7 @@ import signal
 import time
 from collections import deque
 
-from .. import sd
+from .. import __version__, sd
 from .generation import DRAINING, Generation, is_descendant
 from .loop import EventLoop
 from ..systemd.upstream import Upstream
@@ -23,7 +23,7 @@ class ReloadFailed(Exception):
 
 
 class Supervisor(EventLoop):
-    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
     def __init__(self, settings, listeners, control, notify, log, upstream=None):
         super().__init__()
@@ -50,6 +50,7 @@ class Supervisor(EventLoop):
         self.stop_waiters = []
         self.exit_code = 0
         self.fatal = None
+        self.extra_commands = {}      # control commands served elsewhere: "upgrade"
         self.watch(control, self.on_control)
         self.watch(notify, self.on_notify)
 
@@ -58,7 +59,8 @@ class Supervisor(EventLoop):
     def run(self):
         self.install_signals()
         try:
-            self.spawn("start")
+            if self.current is None and self.pending is None:   # else adopted ones serve
+                self.spawn("start")
             self.run_forever()
         finally:
             self.restore_signals()
@@ -275,6 +277,13 @@ class Supervisor(EventLoop):
     def handle_SIGHUP(self):
         self.request_reload()
 
+    def handle_SIGUSR2(self):
+        upgrade = self.extra_commands.get("upgrade")
+        if upgrade is None:
+            return self.log("upgrade-unsupported", "SIGUSR2 ignored: this supervisor cannot "
+                            "upgrade itself in place", level="warning")
+        upgrade(None)
+
     def handle_SIGTERM(self):
         self.stop()
 
@@ -359,6 +368,8 @@ class Supervisor(EventLoop):
             conn.reply({"ok": True, "queued": True})
         elif command == "stop":
             self.stop(conn)
+        elif command in self.extra_commands:
+            self.extra_commands[command](conn)
         else:
             conn.reply({"ok": False, "error": "unknown command %r" % command})
 
@@ -375,7 +386,7 @@ class Supervisor(EventLoop):
         return "serving generation %d (pid %d)" % (self.current.number, self.current.pid)
 
     def status(self):
-        return {"ok": True, "name": self.settings.name, "pid": os.getpid(),
+        return {"ok": True, "name": self.settings.name, "pid": os.getpid(), "version": __version__,
                 "state": self.state(), "command": self.settings.argv,
                 "generations": [g.as_dict() for g in self.generations()],
                 "listeners": [l.as_dict() for l in self.listeners],

@@ -1,23 +1,34 @@
-"""Hand-off from the command line to a lean supervisor process.
+"""Hand-off from the command line to a lean supervisor process, and from one supervisor
+image to the next.
 
 `pyboss exec` parses its options with click and opens every socket, so that bad input
 is reported before anything runs. It then exec()s this module in the same process
 (the pid, and so systemd's MAINPID, stays) with the sockets inherited: the supervisor
 that runs for months carries neither click nor the unit tools in its memory.
+
+`pyboss upgrade` (upgrade.py) goes through the same door: the running supervisor
+exec()s this module of the pyboss installed now, handing over its generations too.
 """
 import json
 import os
 import socket
 import sys
 
-from .control import ControlServer
+from .. import __version__
+from . import adopt as adoption
+from . import state as saved
+from .control import Connection, ControlServer
 from ..listeners import Listener, ListenerSet
 from .log import EventLog
 from ..sd import NotifyReceiver
 from .core import Supervisor
 from .settings import Settings
+from .upgrade import Upgrader, package_parent
+from ..systemd import cgroup
 
 HANDOFF = "PYBOSS_HANDOFF"
+CODE = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+        "from pyboss.supervisor.supervise import main; main()")
 
 
 def _inherit(sock):
@@ -25,9 +36,10 @@ def _inherit(sock):
     return sock.fileno()
 
 
-def hand_off(settings, listeners, control, notify, quiet):
-    """exec() the supervisor; returns only if that is impossible (then run it here)."""
-    state = {
+def handoff_state(settings, listeners, control, notify, quiet, store=None, adopt=None,
+                  upstream=None):
+    """Everything the next supervisor image needs, as JSON-able data (fds inherited)."""
+    return {
         "settings": settings.as_dict(), "quiet": quiet,
         "listeners": [{"fd": _inherit(l.sock), "name": l.name, "origin": l.origin,
                        "created_path": l.created_path, "created_inode": l.created_inode}
@@ -36,22 +48,92 @@ def hand_off(settings, listeners, control, notify, quiet):
                     "inode": control.inode, "created_dir": control.created_dir},
         "notify": {"fd": _inherit(notify.sock), "bound_path": notify.bound_path,
                    "private_dir": notify.private_dir},
+        "store": store.handoff() if store is not None else None,
+        "adopt": adopt, "upstream": upstream,
     }
-    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def exec_supervisor(state):
+    """exec() this module's main() with state; returns only if exec() failed."""
     os.environ[HANDOFF] = json.dumps(state)
-    code = "import sys; sys.path.insert(0, sys.argv.pop(1)); from pyboss.supervisor.supervise import main; main()"
+    had_notify = "NOTIFY_SOCKET" in os.environ
+    if state.get("upstream"):
+        os.environ["NOTIFY_SOCKET"] = state["upstream"]
     try:
-        os.execv(sys.executable, [sys.executable, "-c", code, package_parent,
-                                  "pyboss-exec", settings.name])
-    except OSError:
+        os.execv(sys.executable, [sys.executable, "-c", CODE, package_parent(),
+                                  "pyboss-exec", state["settings"]["name"]])
+    finally:
         del os.environ[HANDOFF]
-        return Supervisor(settings, listeners, control, notify,
-                          EventLog(settings.name, quiet)).run()
+        if not had_notify:
+            os.environ.pop("NOTIFY_SOCKET", None)
+
+
+def hand_off(settings, listeners, control, notify, quiet, store=None, adopt=None,
+             after_crash=False, sweep=False):
+    """exec() the supervisor; returns only if that is impossible (then run it here)."""
+    state = handoff_state(settings, listeners, control, notify, quiet, store, adopt)
+    state.update(after_crash=after_crash, sweep=sweep)
+    try:
+        exec_supervisor(state)
+    except OSError:
+        return supervise(settings, listeners, control, notify, EventLog(settings.name, quiet),
+                         quiet, store, adopt, after_crash, sweep).exit_code
+
+
+def supervise(settings, listeners, control, notify, log, quiet, store=None, adopt=None,
+              after_crash=False, sweep=False, upgrade=None):
+    """Run the supervisor to the end (saving its state, adopting, upgradable); returns it."""
+    supervisor = Supervisor(settings, listeners, control, notify, log)
+    if store is not None:
+        supervisor.idle_hooks.append(saved.Persistence(supervisor, store))
+
+    def next_image():
+        return handoff_state(settings, supervisor.listeners, control, notify, quiet, store,
+                             saved.snapshot(supervisor), supervisor.upstream.socket_path)
+    upgrader = Upgrader(supervisor, next_image, exec_supervisor)
+    supervisor.extra_commands["upgrade"] = upgrader.request
+    supervisor.idle_hooks.append(upgrader)
+    adopted = []
+    if adopt is not None:
+        changed = adoption.difference(adopt, settings.argv, listeners.names)
+        if changed:
+            log("adopt-changed", "%s: draining what the earlier pyboss left, starting afresh"
+                % changed, level="warning")
+        adopted = adoption.restore(supervisor, adopt, after_crash, bool(changed))
+    if sweep:
+        ours = {os.getpid()} | {gen.pid for gen in adopted}
+        adoption.strays(supervisor, [pid for pid in cgroup.processes() if pid not in ours
+                                     and supervisor.owner_of(pid) is None])
+    if upgrade is not None:
+        replies = [Connection(socket.socket(fileno=fd)) for fd in upgrade["replies"]]
+        for conn in replies:
+            os.set_inheritable(conn.fileno(), False)
+        log("upgraded", "pyboss %s took over from pyboss %s" % (__version__, upgrade["from"]))
+        answer = {"ok": True, "version": __version__, "previous": upgrade["from"],
+                  "pid": os.getpid()}
+        supervisor.call_later(0, lambda: [conn.reply(answer) for conn in replies])
+    try:
+        supervisor.run()
+        return supervisor
+    finally:
+        if store is not None:
+            store.remove()      # stopped for good (or failed): nothing left to adopt
 
 
 def _adopt(fd):
     os.set_inheritable(fd, False)
     return socket.socket(fileno=fd)
+
+
+def check_handoff():
+    """The trial run of `pyboss upgrade`: can this pyboss take over from the state on
+    stdin? Exit status 0 and the version on stdout if so."""
+    state = json.load(sys.stdin)
+    snapshot = state.get("adopt") or {}
+    if snapshot.get("format") != saved.FORMAT:
+        sys.exit("state format %r, this pyboss reads %d" % (snapshot.get("format"), saved.FORMAT))
+    Settings(**state["settings"])
+    print(__version__)
 
 
 def main():
@@ -65,9 +147,11 @@ def main():
     notify = NotifyReceiver(sock=_adopt(n["fd"]), private_dir=n["private_dir"])
     notify.bound_path = n["bound_path"]
     settings = Settings(**state["settings"])
-    supervisor = Supervisor(settings, listeners, control, notify,
-                            EventLog(settings.name, state["quiet"]))
-    code = supervisor.run()
-    if supervisor.fatal and code == 2:
+    log = EventLog(settings.name, state["quiet"])
+    supervisor = supervise(settings, listeners, control, notify, log, state["quiet"],
+                           saved.from_handoff(state.get("store")), state.get("adopt"),
+                           state.get("after_crash", False), state.get("sweep", False),
+                           state.get("upgrade"))
+    if supervisor.fatal and supervisor.exit_code == 2:
         sys.stderr.write("pyboss exec: %s\n" % supervisor.fatal)
-    sys.exit(code)
+    sys.exit(supervisor.exit_code)

@@ -1,0 +1,115 @@
+"""`pyboss sweep`: ExecStopPost= of units with KillMode=process.
+
+KillMode=process keeps the app running when pyboss dies (systemd kills only the main
+process), so that the pyboss Restart= starts adopts it. The price: when the unit is
+stopped while pyboss is dead, systemd leaves the app behind. This command, run by
+systemd after every stop of the main process, tells the two cases apart:
+
+- $SERVICE_RESULT=success (pyboss stopped cleanly), or a stop job is queued for the
+  unit: the unit is going down; whatever still runs in its cgroup gets SIGTERM, then
+  SIGKILL after --timeout. Usually nothing is left: pyboss stopped its generations.
+- otherwise pyboss died and Restart= is about to start the next one: leave the
+  generations running for it to adopt.
+"""
+import os
+import select
+import signal
+import subprocess
+import time
+
+import click
+
+from ..errors import UserError
+from ..options import SECONDS
+from ..systemd import cgroup
+
+
+def unit_of(directory):
+    return os.path.basename(directory.rstrip("/")) if directory else None
+
+
+def stop_queued(unit):
+    """Whether systemd has a stop job for unit (a stop that reached a dead pyboss)."""
+    try:
+        out = subprocess.run(["systemctl", "list-jobs", "--no-legend", "--plain", "--no-pager"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return True     # cannot ask: a stray app is worse than a restart without adoption
+    return any(line.split()[1:3] == [unit, "stop"] for line in out.splitlines()
+               if len(line.split()) >= 3)
+
+
+def ancestors():
+    found, pid = set(), os.getpid()
+    while pid > 1:
+        found.add(pid)
+        try:
+            with open("/proc/%d/stat" % pid, "rb") as f:
+                pid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return found
+
+
+def terminate(pids, timeout):
+    """SIGTERM pids, SIGKILL what is left after timeout; returns how many were killed."""
+    pidfds = {}
+    for pid in pids:
+        try:
+            pidfds[pid] = os.pidfd_open(pid)
+            signal.pidfd_send_signal(pidfds[pid], signal.SIGTERM)
+        except OSError:
+            pidfds.pop(pid, None)
+    deadline = time.monotonic() + timeout
+    while pidfds and time.monotonic() < deadline:
+        ready, _, _ = select.select(list(pidfds.values()), [], [], deadline - time.monotonic())
+        for pid in [p for p, fd in pidfds.items() if fd in ready]:
+            os.close(pidfds.pop(pid))
+    for pid, fd in pidfds.items():
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except OSError:
+            pass
+        os.close(fd)
+    return len(pidfds)
+
+
+@click.command("sweep")
+@click.option("--timeout", type=SECONDS, default=10, show_default=True, metavar="SECONDS",
+              help="SIGKILL what is still running this long after SIGTERM.")
+def sweep_command(timeout):
+    """Leave no process behind when the unit stops (ExecStopPost= of pyboss's units).
+
+    \b
+    KillMode=process
+    ExecStopPost=+/usr/bin/pyboss sweep
+
+    With KillMode=process, systemd kills only pyboss: should pyboss die, its app keeps
+    serving and the pyboss that Restart= starts adopts it. When the unit is stopped
+    while pyboss is dead, nothing would stop the app: this does. If the stop was
+    clean ($SERVICE_RESULT=success) or a stop job is queued, every process left in the
+    unit's cgroup gets SIGTERM, then SIGKILL after --timeout. If pyboss died and a
+    restart follows, the app is left running for the next pyboss. The '+' runs it
+    with full privileges, so that the unit's sandbox does not stop it from reading the
+    cgroup and signalling the app.
+    """
+    result = os.environ.get("SERVICE_RESULT")
+    if result is None:
+        raise UserError("pyboss sweep belongs in ExecStopPost= of a systemd service "
+                        "($SERVICE_RESULT is not set): it stops everything in its cgroup")
+    directory = cgroup.own_cgroup()
+    unit = unit_of(directory)
+    if result != "success" and not stop_queued(unit):
+        click.echo("pyboss sweep: %s ended with result %s; a restart follows: its app is "
+                   "left running for the next pyboss to adopt" % (unit, result))
+        return 0
+    mine = ancestors()
+    left = [pid for pid in cgroup.processes(directory) if pid not in mine]
+    if not left:
+        return 0
+    killed = terminate(left, timeout)
+    click.echo("pyboss sweep: %s stopped with pyboss gone: stopped %d left-over process%s "
+               "(%s)%s" % (unit, len(left), "" if len(left) == 1 else "es",
+                           " ".join(map(str, left)),
+                           ", %d of them with SIGKILL" % killed if killed else ""))
+    return 0
