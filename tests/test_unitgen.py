@@ -89,7 +89,7 @@ def test_check_passes_generated_units(generated):
     ("Type=notify", "Type=simple", "Type=simple"),
     ("NotifyAccess=main", "NotifyAccess=none", "NotifyAccess=none"),
     ("FileDescriptorStoreMax=16", "FileDescriptorStoreMax=0", "FileDescriptorStoreMax=0"),
-    ("KillMode=control-group", "KillMode=mixed", "KillMode=mixed"),
+    ("KillMode=process", "KillMode=mixed", "KillMode=mixed"),
     ("ExecReload=", "ExecReload=/bin/kill -HUP $MAINPID", "is not 'pyboss reload --wait'"),
     ("TimeoutStartSec=50s", "TimeoutStartSec=15s", "--ready-timeout 20s is not shorter"),
     ("TimeoutStopSec=45s", "TimeoutStopSec=10s", "--stop-timeout 30s is not shorter"),

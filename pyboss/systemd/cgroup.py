@@ -7,34 +7,41 @@ no saved state names (strays of an instance stopped while its pyboss was dead), 
 import os
 
 
-def _cgroup2_mount():
-    """(mount point, root inside the hierarchy) of the cgroup2 filesystem, or None."""
+def _cgroup2_mounts():
+    """[(mount point, root inside the hierarchy)] of every cgroup2 mount, in mount order."""
+    found = []
     try:
         with open("/proc/self/mountinfo") as f:
             for line in f:
                 fields = line.split()
                 separator = fields.index("-")
                 if fields[separator + 1] == "cgroup2":
-                    return fields[4], fields[3]
+                    found.append((fields[4], fields[3]))
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    return found
 
 
 def own_cgroup():
-    """The directory of the cgroup this process is in, or None without cgroup v2."""
-    mount = _cgroup2_mount()
+    """The directory of the cgroup this process is in, or None without cgroup v2.
+
+    A container may see its host's cgroup2 mount as well as its own, mounted later:
+    the last mount under which the cgroup exists is the one that shows it."""
     try:
         with open("/proc/self/cgroup") as f:
             path = next((line[3:].strip() for line in f if line.startswith("0::")), None)
     except OSError:
         return None
-    if mount is None or path is None:
+    if path is None:
         return None
-    point, root = mount
-    if root != "/" and path.startswith(root):
-        path = path[len(root):] or "/"
-    return os.path.join(point, path.lstrip("/"))
+    for point, root in reversed(_cgroup2_mounts()):
+        relative = path
+        if root != "/" and relative.startswith(root):
+            relative = relative[len(root):] or "/"
+        directory = os.path.join(point, relative.lstrip("/"))
+        if os.path.isdir(directory):
+            return directory
+    return None
 
 
 def processes(cgroup=None):
