@@ -26,6 +26,7 @@ import click
 
 from ..errors import UserError
 from ..options import SECONDS
+from ..supervisor.adopt import ancestors
 from ..systemd import cgroup
 
 
@@ -42,18 +43,6 @@ def stop_queued(unit):
         return True     # cannot ask: a stray app is worse than a restart without adoption
     return any(line.split()[1:3] == [unit, "stop"] for line in out.splitlines()
                if len(line.split()) >= 3)
-
-
-def ancestors():
-    found, pid = set(), os.getpid()
-    while pid > 1:
-        found.add(pid)
-        try:
-            with open("/proc/%d/stat" % pid, "rb") as f:
-                pid = int(f.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            break
-    return found
 
 
 def terminate(pids, timeout):

@@ -20,7 +20,7 @@ import time
 
 from .. import sd
 from ..systemd.fdstore import matches
-from .generation import DRAINING, EXITED, Generation
+from .generation import DRAINING, EXITED, Generation, parent_pid
 from .state import same_process
 
 SYS_PIDFD_GETFD = 438           # the same number on every architecture
@@ -216,6 +216,15 @@ def settle_reload(supervisor):
         return                  # the first generation: nothing else serves, keep waiting
     gen.failure = "pyboss restarted during the reload and %s was not ready yet" % gen
     supervisor.pending_failed(gen)
+
+
+def ancestors():
+    """This process and the processes it descends from."""
+    found, pid = set(), os.getpid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        pid = parent_pid(pid)
+    return found
 
 
 def strays(supervisor, pids):

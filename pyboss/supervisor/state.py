@@ -37,6 +37,16 @@ def start_time(pid):
     return int(fields[19])
 
 
+_own = {}
+
+
+def own_start_time():
+    pid = os.getpid()
+    if pid not in _own:
+        _own[pid] = start_time(pid)
+    return _own[pid]
+
+
 def same_process(pid, recorded_start):
     return recorded_start is not None and start_time(pid) == recorded_start
 
@@ -67,7 +77,7 @@ def snapshot(supervisor):
             "deadline": _deadline(gen)})
     return {
         "format": FORMAT, "version": __version__,
-        "supervisor": {"pid": os.getpid(), "start_time": start_time(os.getpid())},
+        "supervisor": {"pid": os.getpid(), "start_time": own_start_time()},
         "name": supervisor.settings.name, "argv": supervisor.settings.argv,
         "listeners": [dict(l.as_dict(), created_path=l.created_path,
                            created_inode=l.created_inode) for l in supervisor.listeners],
@@ -208,11 +218,3 @@ class Persistence:
                                "started after this one dies could not adopt its generations"
                                % e, level="warning")
             self.failed = True
-
-
-def describe(state):
-    """What runs there, as one line for an operator: generation, pid, command, listeners."""
-    gens = ", ".join("generation %d (pid %d, %s)" % (g["number"], g["pid"], g["state"])
-                     for g in state["generations"])
-    listeners = ", ".join("%s=%s" % (l["name"], l["address"]) for l in state["listeners"])
-    return "%s running %r on %s" % (gens, " ".join(state["argv"]), listeners or "no listeners")

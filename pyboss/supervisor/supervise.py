@@ -101,7 +101,8 @@ def supervise(settings, listeners, control, notify, log, quiet, store=None, adop
                 % changed, level="warning")
         adopted = adoption.restore(supervisor, adopt, after_crash, bool(changed))
     if sweep:
-        ours = {os.getpid()} | {gen.pid for gen in adopted}
+        # Not pyboss, nor what started it (a shell ExecStart=), nor what it adopted.
+        ours = adoption.ancestors() | {gen.pid for gen in adopted}
         adoption.strays(supervisor, [pid for pid in cgroup.processes() if pid not in ours
                                      and supervisor.owner_of(pid) is None])
     if upgrade is not None:
