@@ -70,6 +70,27 @@ def test_reload_cut_short_by_pyboss_death_is_failed_cleanly_and_the_old_app_serv
     wait_until(lambda: len(app_processes(ns)) == 1, what="generation 2 to be killed")
 
 
+def test_reload_whose_new_generation_got_ready_while_pyboss_was_dead_is_completed(
+        systemd_ns, tmp_path):
+    # pyboss stays dead for 3 s; the new generation says READY=1 after 1 s, into the
+    # notify socket kept in the fd store, where the next pyboss finds it.
+    units, flags = adoption_units(tmp_path, extra="RestartSec=3s\n",
+                                  pyboss_options="--ready-timeout 30")
+    ns = systemd_ns(units)
+    ns.systemctl("start", "demo.socket", "demo.service")
+    old = curl(ns)
+    flags.write_text("--ready-delay 1")
+    ns.systemctl("reload", "--no-block", "demo.service")
+    wait_until(lambda: len(app_processes(ns)) == 2, what="generation 2 to start")
+    sigkill_pyboss_and_await_restart(ns)
+    after = status(ns)
+    assert after["reloads"][-1]["outcome"] == "ok", after["reloads"]
+    serving = [g for g in after["generations"] if g["state"] == "serving"]
+    assert [g["number"] for g in serving] == [2]
+    assert curl(ns)["generation"] == 2
+    wait_until(lambda: old["pid"] not in app_processes(ns), what="generation 1 to drain")
+
+
 def test_systemctl_stop_while_pyboss_is_dead_leaves_no_process(systemd_ns, tmp_path):
     # A long RestartSec: the stop surely comes while systemd waits to restart pyboss.
     units, _ = adoption_units(tmp_path, extra="RestartSec=5s\n")
