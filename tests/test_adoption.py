@@ -10,8 +10,23 @@ import os
 import signal
 import subprocess
 
+import pytest
+
 from pyboss_testing import (PYBOSS, TIMEOUT, Load, Pyboss, http_get, pid_alive,
                             socket_inodes, wait_until)
+
+
+@pytest.fixture
+def orphans():
+    """Processes a test leaves without a pyboss if it fails half-way: killed at teardown.
+    Append a Pyboss to have it closed, a pid to have it SIGKILLed."""
+    left = []
+    yield left
+    for thing in reversed(left):
+        if isinstance(thing, Pyboss):
+            thing.close()
+        elif pid_alive(thing):
+            os.kill(thing, signal.SIGKILL)
 
 
 def sigkill(boss):
@@ -25,10 +40,11 @@ def saved_state(boss):
 
 
 def test_sigkilled_pyboss_is_adopted_by_the_next_exec_and_no_request_fails(
-        start_pyboss, app, tmp_path):
+        start_pyboss, app, tmp_path, orphans):
     first = start_pyboss([app[0]], "--drain-timeout", "10")
     address = first.address()
     app_pid = first.serving()["pid"]
+    orphans.append(app_pid)
     state = saved_state(first)
     assert state["generations"][0]["pid"] == app_pid
     assert oct(os.stat(first.control[:-5] + ".state").st_mode & 0o777) == "0o600"
@@ -40,6 +56,7 @@ def test_sigkilled_pyboss_is_adopted_by_the_next_exec_and_no_request_fails(
                    what="requests served while no pyboss runs")
         second = Pyboss(tmp_path / "second", [app[0]], "--drain-timeout", "10",
                         control=first.control)
+        orphans.append(second)
         status = second.status()
         assert [g["pid"] for g in status["generations"]] == [app_pid]
         assert status["pid"] == second.pid
@@ -59,13 +76,13 @@ def test_sigkilled_pyboss_is_adopted_by_the_next_exec_and_no_request_fails(
     second.stop()
     assert second.proc.returncode == 0
     assert not os.path.exists(first.control[:-5] + ".state")
-    second.close()
 
 
 def test_next_exec_with_another_command_is_refused_and_says_what_runs_there(
-        start_pyboss, app, tmp_path):
+        start_pyboss, app, tmp_path, orphans):
     first = start_pyboss([app[0]])
     app_pid = first.serving()["pid"]
+    orphans.append(app_pid)
     address = first.address()
     sigkill(first)
     other = subprocess.run(PYBOSS + ["exec", "--control", first.control, "--listen",
@@ -84,14 +101,13 @@ def test_next_exec_with_another_command_is_refused_and_says_what_runs_there(
     assert "the listeners differ (listen0 there, web asked)" in other_listeners.stderr
     assert http_get(address)["pid"] == app_pid     # refusing touched nothing
     second = Pyboss(tmp_path / "second", [app[0]], control=first.control)
-    try:
-        assert second.serving()["pid"] == app_pid
-    finally:
-        second.close()
+    orphans.append(second)
+    assert second.serving()["pid"] == app_pid
+    second.close()
     assert not pid_alive(app_pid)
 
 
-def test_state_of_a_stopped_pyboss_is_gone_and_a_dead_app_is_not_adopted(
+def test_a_dead_app_is_not_adopted_and_the_next_exec_starts_afresh(
         start_pyboss, app, tmp_path):
     first = start_pyboss([app[0]])
     app_pid = first.serving()["pid"]

@@ -13,7 +13,6 @@ Outside systemd nobody kept the listeners: the orphaned generation holds them on
 3, 4, ... (where pyboss put them), and pidfd_getfd() copies them back, so nothing is
 bound twice and not one connection is refused.
 """
-import ctypes
 import os
 import signal
 import time
@@ -24,7 +23,6 @@ from .generation import DRAINING, EXITED, Generation, parent_pid
 from .state import same_process
 
 SYS_PIDFD_GETFD = 438           # the same number on every architecture
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class AdoptError(Exception):
@@ -33,7 +31,9 @@ class AdoptError(Exception):
 
 def pidfd_getfd(pidfd, target_fd):
     """A copy of another process's fd (Linux >= 5.6; python 3.11 has no os.pidfd_getfd)."""
-    fd = _libc.syscall(SYS_PIDFD_GETFD, pidfd, target_fd, 0)
+    import ctypes       # only here: `pyboss exec` needs it, the supervisor image does not
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, target_fd, 0)
     if fd < 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
