@@ -2,7 +2,8 @@
 
     pyboss exec --listen 127.0.0.1:8080 -- python3 -m pyboss.demo
 
-GET / answers {"generation": N, "pid": P}; GET /sleep?ms=200 answers after a delay.
+GET / answers {"generation": N, "pid": P} (plus "build": LABEL with --build LABEL);
+GET /sleep?ms=200 answers after a delay.
 It shows the one thing threaded apps get wrong about signals: the main thread must
 never sleep in a lock (Thread.join, Event.wait), or SIGTERM waits until the lock
 wakes. Here the main thread only ever waits in select() on the listening sockets
@@ -24,7 +25,7 @@ import pyboss
 GENERATION = os.environ.get("PYBOSS_GENERATION", "0")
 
 
-def handle(conn, work_ms):
+def handle(conn, work_ms, build=None):
     try:
         conn.settimeout(10)
         data = b""
@@ -39,7 +40,10 @@ def handle(conn, work_ms):
             delay = float(target.partition("ms=")[2] or 100) / 1000.0
         if delay:
             time.sleep(delay)
-        body = json.dumps({"generation": int(GENERATION), "pid": os.getpid()}).encode()
+        answer = {"generation": int(GENERATION), "pid": os.getpid()}
+        if build is not None:
+            answer["build"] = build
+        body = json.dumps(answer).encode()
         conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
                      + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
     except OSError:
@@ -58,6 +62,8 @@ def parse_args(argv):
     p.add_argument("--ignore-term", action="store_true", help="ignore SIGTERM (a stuck app)")
     p.add_argument("--work-ms", type=float, default=0.0, help="time spent on every request")
     p.add_argument("--threads", type=int, default=32, help="request handler threads")
+    p.add_argument("--build", metavar="LABEL",
+                   help="answer with this build label too (tells builds of a rollout apart)")
     return p.parse_args(argv)
 
 
@@ -109,7 +115,7 @@ def main(argv=None):
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 continue
             conn.setblocking(True)
-            pool.submit(handle, conn, args.work_ms)
+            pool.submit(handle, conn, args.work_ms, args.build)
     # Stop accepting; connections still queued are taken by the next generation.
     pyboss.stopping()
     pool.shutdown(wait=True)

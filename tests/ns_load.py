@@ -4,7 +4,8 @@
 
 Threads send GET / on a fresh connection each, until stdin closes; then one JSON line
 on stdout: requests, failures by kind (refused, reset, empty, truncated, timeout, ...),
-the worst latency, and the generations and pids that answered. "running" is printed
+the worst latency, the generations and pids that answered, and how many answers each
+build gave (apps started with `pyboss.demo --build LABEL`). "running" is printed
 first, once ten requests succeeded, so that a test can await it.
 """
 import json
@@ -44,7 +45,8 @@ def one_request(address, timeout=20):
     if not data:
         return "empty", "connection closed without a reply"
     head, sep, body = data.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.0 200"):
+    # HTTP/1.1 when a proxy (HAProxy) stands between the client and the app.
+    if not head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")):
         return "bad-status", repr(data[:100])
     length = [l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
     if not sep or not length or len(body) != int(length[0].split(b":")[1]):
@@ -65,6 +67,7 @@ class Load:
         self.errors = []
         self.worst = 0.0
         self.answered = {}          # generation -> set of pids
+        self.builds = {}            # build label -> answers
         self.started = threading.Event()
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
 
@@ -78,6 +81,8 @@ class Load:
                 self.worst = max(self.worst, latency)
                 if kind is None:
                     self.answered.setdefault(detail["generation"], set()).add(detail["pid"])
+                    if "build" in detail:
+                        self.builds[detail["build"]] = self.builds.get(detail["build"], 0) + 1
                     if self.requests - sum(self.failures.values()) >= 10:
                         self.started.set()
                 else:
@@ -88,7 +93,8 @@ class Load:
     def summary(self):
         return {"requests": self.requests, "failures": self.failures, "errors": self.errors,
                 "worst_latency": round(self.worst, 3),
-                "generations": {str(g): sorted(p) for g, p in sorted(self.answered.items())}}
+                "generations": {str(g): sorted(p) for g, p in sorted(self.answered.items())},
+                "builds": self.builds}
 
 
 def main():

@@ -146,16 +146,21 @@ def terminate(proc):
             proc.wait()
 
 
+def read_until_closed(sock):
+    """Everything sock receives until the peer closes."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def http_get(address, path="/", timeout=10):
     """One request on a fresh connection; returns the parsed JSON body or raises."""
     with socket.create_connection(address, timeout=timeout) as conn:
         conn.sendall(b"GET " + path.encode() + b" HTTP/1.0\r\nHost: t\r\n\r\n")
-        data = b""
-        while True:
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_until_closed(conn)
     head, _, body = data.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.0 200"):
         raise ValueError("bad reply: %r" % data[:200])

@@ -63,8 +63,8 @@ def write_units(tmp_path, listen=None, kill_mode="control-group", service_type="
 class LoadInside:
     """ns_load.py running inside the namespace; .result once the with block is left."""
 
-    def __init__(self, ns, port=HTTP_PORT, threads=6):
-        self.proc = ns.start_background([PYTHON, LOAD_CLIENT, "127.0.0.1:%d" % port,
+    def __init__(self, ns, port=HTTP_PORT, threads=6, host="127.0.0.1"):
+        self.proc = ns.start_background([PYTHON, LOAD_CLIENT, "%s:%d" % (host, port),
                                          str(threads)], stdin=-1, text=True)
         self.result = None
 

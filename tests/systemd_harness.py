@@ -37,6 +37,15 @@ mount --make-rprivate /
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/lock /run/empty /run/systemd/system /run/systemd/system.conf.d /run/systemd/journald.conf.d
 mount --bind "$UNITS_DIR" /run/systemd/system
+# The test's directories over paths inside (a host's own /srv): seen by this instance only.
+# Targets under /run are made in the fresh tmpfs; others must exist (nothing is created
+# on the shared host).
+if [ -n "$BINDS" ]; then
+  printf '%s\n' "$BINDS" | while IFS='	' read -r source target; do
+    case "$target" in /run/*) mkdir -p "$target" ;; esac
+    mount --bind "$source" "$target"
+  done
+fi
 # A newer systemd over /usr goes first: mounted later it would hide the masks below.
 if [ -n "$OVERLAY_USR" ]; then
   mount -t overlay overlay -o "ro,lowerdir=$OVERLAY_USR/usr:/usr" /usr
@@ -84,8 +93,12 @@ def missing_requirements():
 class SystemdNamespace:
     """systemd as PID 1 of fresh namespaces; a context manager that boots and powers off."""
 
-    def __init__(self, units_dir, overlay_usr=None, boot_timeout=30.0):
+    def __init__(self, units_dir, overlay_usr=None, boot_timeout=30.0, binds=None):
+        """binds: {path inside: directory of the test's} mounted over it, private to
+        this instance (several instances then have the same path with their own files)."""
         self.units_dir = Path(units_dir).resolve()
+        self.binds = {str(inside): Path(source).resolve()
+                      for inside, source in (binds or {}).items()}
         self.overlay_usr = Path(overlay_usr).resolve() if overlay_usr else None
         self.boot_timeout = boot_timeout
         self.cgroup = CGROUP_PARENT / ("pyboss-test-%d-%d" % (os.getpid(), next(_instance_numbers)))
@@ -112,8 +125,13 @@ class SystemdNamespace:
         self.cgroup.mkdir()
         # The boot output (unshare/mount errors) is kept for the failure message.
         self._console = tempfile.TemporaryFile(prefix="systemd-ns-console-")
+        for inside, source in self.binds.items():
+            if not source.is_dir() or "\t" in inside + str(source) or "\n" in inside + str(source):
+                raise ValueError("cannot bind %s over %s" % (source, inside))
         env = dict(os.environ, UNITS_DIR=str(self.units_dir),
-                   OVERLAY_USR=str(self.overlay_usr or ""))
+                   OVERLAY_USR=str(self.overlay_usr or ""),
+                   BINDS="\n".join("%s\t%s" % (source, inside)
+                                   for inside, source in self.binds.items()))
         # Join the private cgroup before unsharing: two instances sharing one cgroup
         # fight over init.scope.
         launcher = 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
@@ -313,7 +331,8 @@ def _kill(pid):
 
 @pytest.fixture
 def systemd_ns():
-    """Factory: ``systemd_ns(units_dir, overlay_usr=None)`` -> a booted SystemdNamespace.
+    """Factory: ``systemd_ns(units_dir, overlay_usr=None, binds=None)`` -> a booted
+    SystemdNamespace.
 
     Every namespace made is powered off and its cgroup removed at teardown, also when
     the test failed. Skips (with the reason) where the host cannot boot systemd.
@@ -324,8 +343,9 @@ def systemd_ns():
     remove_orphaned_namespaces()
     made = []
 
-    def make(units_dir, overlay_usr=None, boot_timeout=30.0):
-        ns = SystemdNamespace(units_dir, overlay_usr=overlay_usr, boot_timeout=boot_timeout)
+    def make(units_dir, overlay_usr=None, boot_timeout=30.0, binds=None):
+        ns = SystemdNamespace(units_dir, overlay_usr=overlay_usr, boot_timeout=boot_timeout,
+                              binds=binds)
         made.append(ns)
         ns.boot()
         return ns

@@ -197,7 +197,7 @@ class Supervisor(EventLoop):
             return
         self.unwatch(gen.pidfd)
         if gen.exec_fd is not None:
-            self.unwatch(gen.exec_fd)
+            self.on_exec(gen)   # an exec error can arrive in the same round as the exit
         gen.close()
         if gen.deadline_timer is not None:
             gen.deadline_timer.cancel()
