@@ -90,6 +90,7 @@ def test_check_passes_generated_units(generated):
     ("NotifyAccess=main", "NotifyAccess=none", "NotifyAccess=none"),
     ("FileDescriptorStoreMax=16", "FileDescriptorStoreMax=0", "FileDescriptorStoreMax=0"),
     ("KillMode=process", "KillMode=mixed", "KillMode=mixed"),
+    ("ExecStopPost=", "ExecStopPost=/bin/true", "without 'ExecStopPost=+pyboss sweep'"),
     ("ExecReload=", "ExecReload=/bin/kill -HUP $MAINPID", "is not 'pyboss reload --wait'"),
     ("TimeoutStartSec=50s", "TimeoutStartSec=15s", "--ready-timeout 20s is not shorter"),
     ("TimeoutStopSec=45s", "TimeoutStopSec=10s", "--stop-timeout 30s is not shorter"),
