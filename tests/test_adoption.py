@@ -120,3 +120,16 @@ def test_a_dead_app_is_not_adopted_and_the_next_exec_starts_afresh(
         assert "adopted" not in second.output()
     finally:
         second.close()
+
+
+def test_sweep_outside_execstoppost_refuses_in_one_line_and_kills_nothing(start_pyboss, app):
+    boss = start_pyboss([app[0]])
+    app_pid = boss.serving()["pid"]
+    env = {k: v for k, v in os.environ.items() if k != "SERVICE_RESULT"}
+    result = subprocess.run(PYBOSS + ["sweep"], capture_output=True, text=True, env=env,
+                            timeout=TIMEOUT)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "pyboss sweep: pyboss sweep belongs in ExecStopPost= of a systemd service "
+        "($SERVICE_RESULT is not set): it stops everything in its cgroup"]
+    assert pid_alive(app_pid) and boss.proc.poll() is None
