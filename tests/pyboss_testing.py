@@ -83,7 +83,7 @@ class Pyboss(LoggedProcess):
     """One `pyboss exec` under test, with its control socket in a temp dir."""
 
     def __init__(self, tmp_path, command, *options, listen=("127.0.0.1:0",), env=None,
-                 wait_ready=True, name="t", control=None, cwd=None):
+                 wait_ready=True, name="t", wrapper=(), control=None, cwd=None):
         self.dir = str(tmp_path)
         os.makedirs(self.dir, exist_ok=True)
         # control: another pyboss's control socket (one started after it died).
@@ -96,8 +96,9 @@ class Pyboss(LoggedProcess):
         full_env = dict(os.environ, NOTIFY_SOCKET=self.upstream.path, **(env or {}))
         self.log_path = os.path.join(self.dir, name + ".log")
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     cwd=cwd)
+        # wrapper: what runs pyboss, e.g. unshare for a PID namespace of its own
+        self.proc = subprocess.Popen(list(wrapper) + args, env=full_env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, cwd=cwd)
         self.env = full_env
         if wait_ready:
             self.upstream.wait_for("READY=1")

@@ -147,6 +147,7 @@ def notify_receiver(state):
 def _adopt_one(supervisor, record):
     pidfd = os.pidfd_open(record["pid"])
     gen = AdoptedGeneration(record["number"], record["pid"], pidfd, None)
+    gen.reaper = supervisor.reaper      # its signals reach its whole process tree
     gen.start_time = record["start_time"]
     gen.state = record["state"]
     gen.started, gen.started_mono = record["started"], record["started_mono"]
@@ -168,6 +169,10 @@ def restore(supervisor, state, after_crash, command_changed=False):
     supervisor.reload_requested_at = state["reload_requested_at"]
     supervisor.pending_purpose = state["pending_purpose"]
     supervisor.upstream.ready_sent = state.get("ready_sent", False)
+    if not after_crash:
+        # The same process after an upgrade: its children are generations and their
+        # orphans, not helpers of its own that the reaper must leave alone.
+        supervisor.reaper.helpers.clear()
     adopted = []
     for record in state["generations"]:
         if not same_process(record["pid"], record["start_time"]):

@@ -12,6 +12,8 @@ from collections import deque
 from .. import __version__, sd
 from .generation import DRAINING, Generation, is_descendant
 from .loop import EventLoop
+from .reaper import Reaper
+from .watch import ChangeReloads
 from ..systemd.upstream import Upstream
 from ..systemd.watchdog import Keepalive
 
@@ -23,7 +25,7 @@ class ReloadFailed(Exception):
 
 
 class Supervisor(EventLoop):
-    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 
     def __init__(self, settings, listeners, control, notify, log, upstream=None):
         super().__init__()
@@ -50,9 +52,11 @@ class Supervisor(EventLoop):
         self.stop_waiters = []
         self.exit_code = 0
         self.fatal = None
-        self.extra_commands = {}      # control commands served elsewhere: "upgrade"
         self.watch(control, self.on_control)
         self.watch(notify, self.on_notify)
+        self.reaper = Reaper(self)            # orphans, and generations as whole trees
+        self.handle_SIGCHLD = self.reaper.reap
+        self.changes = ChangeReloads.start(self, settings)   # --reload-on-change
 
     # -- life cycle -------------------------------------------------------------
 
@@ -83,6 +87,7 @@ class Supervisor(EventLoop):
             self.log("spawn-failed", "cannot fork: %s" % e.strerror, level="error")
             self.respawn_timer = self.call_later(self.next_backoff(), lambda: self.spawn(purpose))
             return
+        gen.reaper = self.reaper
         self.pending, self.pending_purpose = gen, purpose
         self.watch(gen.pidfd, lambda: self.on_exit(gen))
         self.watch(gen.exec_fd, lambda: self.on_exec(gen))
@@ -183,6 +188,7 @@ class Supervisor(EventLoop):
         gen.state = DRAINING
         self.old.append(gen)
         gen.signal(signum)
+        self.reaper.on_drain(signum)
         if signum != signal.SIGKILL:
             gen.deadline_timer = self.call_later(timeout, lambda: gen.signal(signal.SIGKILL))
         draining = [g for g in self.old if g.alive]
@@ -201,6 +207,7 @@ class Supervisor(EventLoop):
         gen.close()
         if gen.deadline_timer is not None:
             gen.deadline_timer.cancel()
+        self.reaper.generation_exited(gen, self.settings.drain_signal, self.settings.drain_timeout)
         if gen in self.old:
             self.old.remove(gen)
             self.log("exit", "%s %s" % (gen, gen.exit_reason), generation=gen.number, pid=gen.pid)
@@ -217,7 +224,11 @@ class Supervisor(EventLoop):
                     self.crashes = 0    # it ran well for a while: not a tight loop
                 if self.pending is None:
                     self.schedule_respawn()
-        if self.stopping and not self.generations():
+        self.maybe_finish()
+
+    def maybe_finish(self):     # stopped once nothing of any generation is left, orphans too
+        if self.stopping and not self.finished and not self.generations() \
+                and not self.reaper.remaining():
             self.finish()
 
     def finish(self):
@@ -277,13 +288,6 @@ class Supervisor(EventLoop):
     def handle_SIGHUP(self):
         self.request_reload()
 
-    def handle_SIGUSR2(self):
-        upgrade = self.extra_commands.get("upgrade")
-        if upgrade is None:
-            return self.log("upgrade-unsupported", "SIGUSR2 ignored: this supervisor cannot "
-                            "upgrade itself in place", level="warning")
-        upgrade(None)
-
     def handle_SIGTERM(self):
         self.stop()
 
@@ -312,9 +316,9 @@ class Supervisor(EventLoop):
         for gen in self.generations():
             if gen.state != DRAINING or self.settings.drain_signal != self.settings.stop_signal:
                 gen.signal(self.settings.stop_signal)
+        self.reaper.signal_strays(self.settings.stop_signal)
         self.call_later(self.settings.stop_timeout, self.kill_everything)
-        if not self.generations():
-            self.finish()
+        self.maybe_finish()
 
     def kill_everything(self):
         for gen in self.generations():
@@ -322,6 +326,7 @@ class Supervisor(EventLoop):
                      % (gen, self.settings.stop_timeout), level="warning",
                      generation=gen.number, pid=gen.pid)
             gen.signal(signal.SIGKILL)
+        self.reaper.signal_strays(signal.SIGKILL)
 
     def die(self, code, message):
         self.exit_code, self.fatal = code, message
@@ -368,8 +373,8 @@ class Supervisor(EventLoop):
             conn.reply({"ok": True, "queued": True})
         elif command == "stop":
             self.stop(conn)
-        elif command in self.extra_commands:
-            self.extra_commands[command](conn)
+        elif hasattr(self, "command_%s" % command):     # served elsewhere: upgrade
+            getattr(self, "command_%s" % command)(conn)
         else:
             conn.reply({"ok": False, "error": "unknown command %r" % command})
 
@@ -390,5 +395,6 @@ class Supervisor(EventLoop):
                 "state": self.state(), "command": self.settings.argv,
                 "generations": [g.as_dict() for g in self.generations()],
                 "listeners": [l.as_dict() for l in self.listeners],
-                "reloads": list(self.history)}
+                "reloads": list(self.history), "orphans": self.reaper.as_dict(),
+                "reload_on_change": self.changes and self.changes.as_dict()}
 

@@ -5,6 +5,7 @@ import signal
 import time
 
 from .. import sd
+from .reaper import proc_stat
 
 STARTING, SERVING, DRAINING, EXITED = "starting", "serving", "draining", "exited"
 
@@ -24,12 +25,8 @@ def describe_status(status):
 
 
 def parent_pid(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            # The command name may hold spaces and parentheses: split after the last ')'.
-            return int(f.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
+    fields = proc_stat(pid)
+    return fields[1] if fields is not None else 0
 
 
 def is_descendant(pid, ancestor, depth=32):
@@ -85,6 +82,8 @@ def _exec_child(argv, env, fds, error_fd):
 class Generation:
     """A child process running the app, numbered from 1 in the order they start."""
 
+    reaper = None       # the supervisor's Reaper, which signals whole process trees
+
     def __init__(self, number, pid, pidfd, exec_fd):
         self.number = number
         self.pid = pid
@@ -135,6 +134,9 @@ class Generation:
         self.ready_after = time.monotonic() - self.started_mono
 
     def signal(self, signum):
+        """Signal the generation: its whole process tree once a Reaper is attached."""
+        if self.reaper is not None:
+            return self.reaper.signal_tree(self, signum)
         if self.alive:
             try:
                 signal.pidfd_send_signal(self.pidfd, signum)

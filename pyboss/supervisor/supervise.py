@@ -11,6 +11,7 @@ exec()s this module of the pyboss installed now, handing over its generations to
 """
 import json
 import os
+import signal
 import socket
 import sys
 
@@ -91,7 +92,9 @@ def supervise(settings, listeners, control, notify, log, quiet, store=None, adop
         return handoff_state(settings, supervisor.listeners, control, notify, quiet, store,
                              saved.snapshot(supervisor), supervisor.upstream.socket_path)
     upgrader = Upgrader(supervisor, next_image, exec_supervisor)
-    supervisor.extra_commands["upgrade"] = upgrader.request
+    supervisor.command_upgrade = upgrader.request       # `pyboss upgrade`
+    supervisor.SIGNALS += (signal.SIGUSR2,)             # the same, as with nginx and HAProxy
+    supervisor.handle_SIGUSR2 = lambda: upgrader.request(None)
     supervisor.idle_hooks.append(upgrader)
     adopted = []
     if adopt is not None:
