@@ -78,9 +78,9 @@ def checked_watch_paths(paths, debounce):
               "stop signal. Keep it below systemd's TimeoutStopSec=, or a container's grace "
               "period (docker/podman stop -t: 10 s; Kubernetes terminationGracePeriodSeconds: "
               "30 s), after which the runtime SIGKILLs everything.")
-@click.option("--max-draining", type=click.IntRange(1), default=4, show_default=True,
+@click.option("--max-draining", type=click.IntRange(1, 1000), default=4, show_default=True,
               help="Old generations allowed to drain at once; the oldest is killed beyond.")
-@click.option("--crash-limit", type=click.IntRange(1), default=5, show_default=True,
+@click.option("--crash-limit", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="Give up (exit 1) after this many generations in a row exited without "
                    "ever becoming ready; systemd's Restart= can take over from there.")
 @click.option("--reload-on-change", "watched", metavar="PATH", multiple=True,
@@ -90,7 +90,7 @@ def checked_watch_paths(paths, debounce):
                    "ConfigMap/Secret volumes (a swapped ..data symlink) are followed. A "
                    "failed reload is logged and counted in 'pyboss status'; the old "
                    "generation keeps serving and the next change tries again.")
-@click.option("--reload-debounce", type=SECONDS, default=0.2, show_default=True,
+@click.option("--reload-debounce", type=float, default=0.2, show_default=True,
               metavar="SECONDS", help="Reload once changes have been quiet this long "
               "(0.01 to 60); a burst of writes is one reload.")
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
@@ -112,7 +112,8 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     signal once the new one is ready. SIGTERM, SIGINT or 'pyboss stop' stop every
     generation gracefully, then pyboss exits. Exit status: 0 after a stop, 1 when
     the app never became ready CRASH_LIMIT times in a row, 2 for bad input or a
-    COMMAND that cannot be executed.
+    COMMAND that cannot be executed, 70 when pyboss itself failed (its generations
+    are then left serving, never killed).
 
     pyboss is a child subreaper: processes an app daemonizes stay under it, are
     signalled with their generation, and 'pyboss stop' returns only when none is
@@ -120,6 +121,11 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     container; SIGTERM from 'docker stop' or the kubelet drains within
     --stop-timeout, SIGHUP ('docker kill -s HUP') reloads. With --reload-on-change
     a changed configuration or certificate reloads the app by itself.
+
+    Every SECONDS is a finite number from 0 to 604800 (a week; --reload-debounce
+    0.01 to 60); every SIGNAL a name (TERM, SIGTERM, term) or number of a signal
+    the app can catch (not KILL or STOP). pyboss raises its own soft fd limit to
+    the hard one; generations get the soft limit pyboss was started with.
     """
     if not command:
         raise UserError("no COMMAND given: put the program to run after '--', e.g. "
@@ -176,7 +182,7 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
                 (previous and not under_systemd and adoption.notify_receiver(previous)) or \
                 open_notify_socket(os.path.dirname(path))
             cleanup.callback(notify.close)
-        except (ListenError, ControlError, adoption.AdoptError) as e:
+        except (ListenError, ControlError, sd.ListenFdsError, adoption.AdoptError) as e:
             raise UserError(str(e))
         store.adopt(listeners, specs)
         adopting = previous is not None and bool(adoption.live_generations(previous))

@@ -11,7 +11,8 @@ from collections import deque
 
 from .. import __version__, sd
 from .generation import DRAINING, Generation, is_descendant
-from .loop import EventLoop
+from . import limits
+from .loop import EventLoop, describe_failure
 from .reaper import Reaper
 from .watch import ChangeReloads
 from ..systemd.upstream import Upstream
@@ -52,7 +53,7 @@ class Supervisor(EventLoop):
         self.stop_waiters = []
         self.exit_code = 0
         self.fatal = None
-        self.watch(control, self.on_control)
+        control.serve(self, self.on_request, log)
         self.watch(notify, self.on_notify)
         self.reaper = Reaper(self)            # orphans, and generations as whole trees
         self.handle_SIGCHLD = self.reaper.reap
@@ -61,15 +62,23 @@ class Supervisor(EventLoop):
     # -- life cycle -------------------------------------------------------------
 
     def run(self):
+        limits.raise_nofile()
         self.install_signals()
+        failed = False
         try:
-            if self.current is None and self.pending is None:   # else adopted ones serve
-                self.spawn("start")
+            self.current or self.pending or self.spawn("start")    # else adopted ones serve
             self.run_forever()
+        except BaseException:         # noqa: BLE001 - pyboss's own bug: the app lives on
+            failed = True
+            self.event_failed(self.run_forever, fatal=True)
+            self.exit_code = 70       # EX_SOFTWARE
         finally:
             self.restore_signals()
-            self.shutdown()
+            self.shutdown(abandon=failed)
         return self.exit_code
+
+    def event_failed(self, callback, fatal=False):
+        self.log("bug", describe_failure(callback, fatal), level="error")
 
     def generations(self):
         gens = [self.current, self.pending] + self.old
@@ -334,12 +343,13 @@ class Supervisor(EventLoop):
             self.log("fatal", message, level="error")
         self.stop()
 
-    def shutdown(self):
-        for gen in self.generations():      # only after an exception: make sure
-            gen.signal(signal.SIGKILL)
-            os.waitpid(gen.pid, 0)
-            gen.close()
-        self.listeners.close(final=True)
+    def shutdown(self, abandon=False):
+        """After a stop nothing is left to kill. After pyboss's own failure (abandon) the
+        generations keep serving on their sockets: pyboss never takes the app down with it."""
+        for gen in self.generations():
+            self.log("abandoned", "pyboss is failing: %s keeps running without it" % gen,
+                     level="error", generation=gen.number, pid=gen.pid)
+        self.listeners.close(final=not self.generations())
         self.notify.close()
         self.control.close()
         self.close()
@@ -349,34 +359,24 @@ class Supervisor(EventLoop):
 
     # -- control socket ---------------------------------------------------------------
 
-    def on_control(self):
-        conn = self.control.accept()
-        if conn is not None:
-            self.watch(conn, lambda: self.on_request(conn))
-
-    def on_request(self, conn):
-        try:
-            request = self.control.read_request(conn)
-        except (EOFError, OSError):
-            self.unwatch(conn)
-            return conn.close()
-        if request is None:
-            return
-        self.unwatch(conn)
-        command = request.get("command")
+    def on_request(self, conn, request):
+        """A valid request from the control server (control_wire checked it)."""
+        command = request["command"]
         if command == "status":
             conn.reply(self.status())
         elif command == "reload" and request.get("wait"):
+            # The pending generation's time, then this reload's own if it is a follow-up.
+            conn.accepted((2 if self.pending else 1) * self.settings.ready_timeout
+                          + self.settings.backoff_max)
             self.request_reload(conn)
         elif command == "reload":
             self.request_reload()
             conn.reply({"ok": True, "queued": True})
         elif command == "stop":
+            conn.accepted(self.settings.stop_timeout)
             self.stop(conn)
-        elif hasattr(self, "command_%s" % command):     # served elsewhere: upgrade
-            getattr(self, "command_%s" % command)(conn)
-        else:
-            conn.reply({"ok": False, "error": "unknown command %r" % command})
+        else:       # "upgrade": supervise.py serves it where pyboss can upgrade in place
+            conn.reply({"ok": False, "error": "this supervisor cannot %s itself" % command})
 
     def state(self):
         if self.stopping:

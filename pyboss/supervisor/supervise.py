@@ -46,7 +46,7 @@ def handoff_state(settings, listeners, control, notify, quiet, store=None, adopt
                        "created_path": l.created_path, "created_inode": l.created_inode}
                       for l in listeners],
         "control": {"fd": _inherit(control.sock), "path": control.path,
-                    "inode": control.inode, "created_dir": control.created_dir},
+                    "inode": control.inode, "created_dirs": control.created_dirs},
         "notify": {"fd": _inherit(notify.sock), "bound_path": notify.bound_path,
                    "private_dir": notify.private_dir},
         "store": store.handoff() if store is not None else None,
@@ -92,7 +92,9 @@ def supervise(settings, listeners, control, notify, log, quiet, store=None, adop
         return handoff_state(settings, supervisor.listeners, control, notify, quiet, store,
                              saved.snapshot(supervisor), supervisor.upstream.socket_path)
     upgrader = Upgrader(supervisor, next_image, exec_supervisor)
-    supervisor.command_upgrade = upgrader.request       # `pyboss upgrade`
+    serve = supervisor.on_request               # `pyboss upgrade` comes in beside the rest
+    control.handler = lambda conn, request: upgrader.request(conn) \
+        if request["command"] == "upgrade" else serve(conn, request)
     supervisor.SIGNALS += (signal.SIGUSR2,)             # the same, as with nginx and HAProxy
     supervisor.handle_SIGUSR2 = lambda: upgrader.request(None)
     supervisor.idle_hooks.append(upgrader)
@@ -109,7 +111,7 @@ def supervise(settings, listeners, control, notify, log, quiet, store=None, adop
         adoption.strays(supervisor, [pid for pid in cgroup.processes() if pid not in ours
                                      and supervisor.owner_of(pid) is None])
     if upgrade is not None:
-        replies = [Connection(socket.socket(fileno=fd)) for fd in upgrade["replies"]]
+        replies = [Connection(socket.socket(fileno=fd), None) for fd in upgrade["replies"]]
         for conn in replies:
             os.set_inheritable(conn.fileno(), False)
         log("upgraded", "pyboss %s took over from pyboss %s" % (__version__, upgrade["from"]))
@@ -146,7 +148,7 @@ def main():
                                       l["created_path"], l["created_inode"])
                              for l in state["listeners"]])
     c = state["control"]
-    control = ControlServer.adopt(_adopt(c["fd"]), c["path"], c["inode"], c["created_dir"])
+    control = ControlServer.adopt(_adopt(c["fd"]), c["path"], c["inode"], c["created_dirs"])
     n = state["notify"]
     notify = NotifyReceiver(sock=_adopt(n["fd"]), private_dir=n["private_dir"])
     notify.bound_path = n["bound_path"]

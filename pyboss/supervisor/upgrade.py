@@ -38,6 +38,10 @@ class Upgrader:
         self.waiters = []                   # control connections; None for a SIGUSR2
 
     def request(self, conn):
+        if conn is not None:
+            # A reload under way first, then the trial, then the new code's start.
+            settings = self.supervisor.settings
+            conn.accepted(2 * settings.ready_timeout + TRIAL_TIMEOUT + 30)
         self.waiters.append(conn)
         self.supervisor.log("upgrade", "upgrade requested (pyboss %s running)" % __version__)
 
