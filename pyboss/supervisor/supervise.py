@@ -87,6 +87,16 @@ def supervise(settings, listeners, control, notify, log, quiet, store=None, adop
     supervisor = Supervisor(settings, listeners, control, notify, log)
     if store is not None:
         supervisor.idle_hooks.append(saved.Persistence(supervisor, store))
+        shutdown = supervisor.shutdown
+
+        def forget_then_shut_down(**how):
+            # Stopped for good: nothing to adopt, and the control socket's directory, if
+            # pyboss made it, must be empty. Generations abandoned by a failing pyboss
+            # stay recorded: the next pyboss adopts them.
+            if not supervisor.generations():
+                store.remove()
+            shutdown(**how)
+        supervisor.shutdown = forget_then_shut_down
 
     def next_image():
         return handoff_state(settings, supervisor.listeners, control, notify, quiet, store,
@@ -118,12 +128,8 @@ def supervise(settings, listeners, control, notify, log, quiet, store=None, adop
         answer = {"ok": True, "version": __version__, "previous": upgrade["from"],
                   "pid": os.getpid()}
         supervisor.call_later(0, lambda: [conn.reply(answer) for conn in replies])
-    try:
-        supervisor.run()
-        return supervisor
-    finally:
-        if store is not None:
-            store.remove()      # stopped for good (or failed): nothing left to adopt
+    supervisor.run()
+    return supervisor
 
 
 def _adopt(fd):
