@@ -25,6 +25,7 @@ _TARGET = {"--name": ("name", True), "--control": ("control", True),
 CLIENT_OPTIONS = {
     "reload": dict(_TARGET, **{"--wait": ("wait", False), "--after-sighup": ("after_sighup", False)}),
     "stop": _TARGET,
+    "upgrade": _TARGET,
     "status": dict(_TARGET, **{"--json": ("as_json", False), "--check": ("check", False)}),
 }
 STARTER_OPTIONS = {"--restart": ("restart", False), "--stop": ("stop", False),
@@ -138,7 +139,18 @@ def run_status(name=None, control=None, as_json=False, check=False, timeout=DEFA
     return 0
 
 
-CLIENT_COMMANDS = {"reload": run_reload, "stop": run_stop, "status": run_status}
+def run_upgrade(name=None, control=None, timeout=DEFAULT_TIMEOUT):
+    reply = ask(name, control, {"command": "upgrade"}, timeout)
+    if not reply.get("ok"):
+        say("pyboss upgrade: failed: %s" % reply.get("error"), err=True)
+        return 1
+    say("pyboss: upgraded in place from %s to %s (pid %d)"
+        % (reply["previous"], reply["version"], reply["pid"]))
+    return 0
+
+
+CLIENT_COMMANDS = {"reload": run_reload, "stop": run_stop, "status": run_status,
+                   "upgrade": run_upgrade}
 
 
 def control_starter(prog, restart=False, stop=False, pid_file=None, status_file=None):

@@ -67,7 +67,7 @@ class Supervisor(SighupReloads, EventLoop):
         self.install_signals()
         failed = False
         try:
-            self.spawn("start")
+            self.current or self.pending or self.spawn("start")    # else adopted ones serve
             self.run_forever()
         except BaseException:         # noqa: BLE001 - pyboss's own bug: the app lives on
             failed = True
@@ -370,9 +370,11 @@ class Supervisor(SighupReloads, EventLoop):
         elif command == "reload":
             self.request_reload()
             conn.reply({"ok": True, "queued": True})
-        else:
+        elif command == "stop":
             conn.accepted(self.settings.stop_timeout)
             self.stop(conn)
+        else:       # "upgrade": supervise.py serves it where pyboss can upgrade in place
+            conn.reply({"ok": False, "error": "this supervisor cannot %s itself" % command})
 
     def state(self):
         if self.stopping:
