@@ -7,7 +7,8 @@ and see the running supervisor take it over: same pid, same app, nothing refused
 import os
 import signal
 
-from pyboss_testing import TIMEOUT, Load, Pyboss, http_get, install_build, pid_alive, wait_until
+from pyboss_testing import (TIMEOUT, Load, Pyboss, http_get, install_build, pid_alive, wait_until,
+                            write_breakable_app)
 
 
 def start_from_build(tmp_path, command, *options, version="1.0.0"):
@@ -105,5 +106,30 @@ def test_upgrade_keeps_a_draining_generation_its_deadline_and_the_history(app, t
         wait_until(lambda: not pid_alive(stuck), timeout=TIMEOUT, what="the drain deadline")
         wait_until(lambda: "generation 1 (pid %d) killed by SIGKILL" % stuck in boss.output(),
                    what="the new code to reap the generation it adopted")
+    finally:
+        boss.close()
+
+
+def test_metrics_counters_and_endpoint_survive_an_upgrade(tmp_path):
+    from test_observability import get, metric_samples, sample
+    app, broken = write_breakable_app(str(tmp_path))
+    boss, site = start_from_build(tmp_path, [app], "--name", "web", "--metrics", "127.0.0.1:0",
+                                  "--ready-grace", "0.2")
+    try:
+        address = boss.status()["metrics"]["address"]
+        for _ in range(5):
+            assert boss.reload().returncode == 0
+        open(broken, "w").close()
+        for _ in range(2):
+            assert boss.reload().returncode == 1
+        install_build(site, "1.0.1")
+        result = boss.cli("upgrade", env=boss.env)
+        assert result.returncode == 0, result.stderr
+        # The same endpoint, served by the new code, counts on from where the old one was.
+        samples = metric_samples(get(address)[2])
+        assert sample(samples, "pyboss_info", name="web", version="1.0.1") == 1
+        assert sample(samples, "pyboss_reloads_total", name="web", outcome="ok") == 5
+        assert sample(samples, "pyboss_reloads_total", name="web", outcome="failed") == 2
+        assert sample(samples, "pyboss_reload_duration_seconds_count", name="web") == 7
     finally:
         boss.close()
