@@ -14,7 +14,6 @@ import pytest
 
 from pyboss_testing import TIMEOUT, wait_until, write_app
 from supervised_units import LoadInside, curl, listening_inode, main_pid, write_units
-from unit_tools import pyboss
 
 VERSIONS = [252, 254]
 
