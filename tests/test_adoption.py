@@ -133,3 +133,23 @@ def test_sweep_outside_execstoppost_refuses_in_one_line_and_kills_nothing(start_
         "pyboss sweep: pyboss sweep belongs in ExecStopPost= of a systemd service "
         "($SERVICE_RESULT is not set): it stops everything in its cgroup"]
     assert pid_alive(app_pid) and boss.proc.poll() is None
+
+
+def test_generation_settling_when_pyboss_dies_is_adopted_and_settles_anew(app, tmp_path, orphans):
+    # READY=1 came, the settle period had not passed: the next pyboss must neither kill
+    # the app (it reported ready) nor wait for a READY=1 that was already sent.
+    first = Pyboss(tmp_path / "first", [app[0]], "--ready-grace", "5", wait_ready=False)
+    orphans.append(first)
+    wait_until(lambda: os.path.exists(first.control)
+               and [g["state"] for g in first.status()["generations"]] == ["settling"],
+               what="the first generation settling")
+    app_pid = first.status()["generations"][0]["pid"]
+    orphans.append(app_pid)
+    sigkill(first)
+    second = Pyboss(tmp_path / "second", [app[0]], "--ready-grace", "5", control=first.control)
+    orphans.append(second)
+    assert second.serving()["pid"] == app_pid      # waited for its READY=1 upstream
+    assert "generation 1 (pid %d) adopted (settling)" % app_pid in second.output()
+    second.stop()
+    assert second.proc.returncode == 0
+    assert not pid_alive(app_pid)

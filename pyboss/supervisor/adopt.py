@@ -21,6 +21,7 @@ from .. import sd
 from ..systemd.fdstore import matches
 from .generation import DRAINING, EXITED, Generation, parent_pid
 from .metrics import Counters
+from .readiness import SETTLING
 from .state import same_process
 
 SYS_PIDFD_GETFD = 438           # the same number on every architecture
@@ -197,6 +198,8 @@ def restore(supervisor, state, after_crash, command_changed=False):
             supervisor.pending = gen
             gen.deadline_timer = _later(supervisor, record["deadline"] or 0.0,
                                         lambda gen=gen: supervisor.on_ready_timeout(gen))
+            if record["state"] == SETTLING:
+                supervisor.readiness.resume_settling(gen)
         else:
             gen.state = DRAINING
             supervisor.old.append(gen)
@@ -215,8 +218,8 @@ def settle_reload(supervisor):
     meanwhile (queued on the notify socket), else kill it; the old one keeps serving."""
     supervisor.on_notify()      # messages that waited for this pyboss
     gen = supervisor.pending
-    if gen is None:
-        return
+    if gen is None or gen.state == SETTLING:
+        return                  # none, or it had reported ready: it settles anew
     settings = supervisor.settings
     if settings.ready_after is not None and \
             time.monotonic() - gen.started_mono >= settings.ready_after:

@@ -138,6 +138,13 @@ class Readiness:
                             generation=gen.number, pid=gen.pid)
         watch.timer = self.supervisor.call_later(grace, lambda: self.settled(gen))
 
+    def resume_settling(self, gen):
+        """An adopted generation had reported ready, and was settling, when the pyboss
+        before this one died: its settle period starts again, in full."""
+        watch = self.watches.setdefault(gen.number, Watch())
+        watch.ready_message = True
+        self.settle(gen, watch)
+
     def settled(self, gen):
         supervisor = self.supervisor
         if gen is supervisor.pending and gen.alive and not supervisor.stopping:
