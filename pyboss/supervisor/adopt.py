@@ -198,6 +198,7 @@ def restore(supervisor, state, after_crash, command_changed=False):
             supervisor.pending = gen
             gen.deadline_timer = _later(supervisor, record["deadline"] or 0.0,
                                         lambda gen=gen: supervisor.on_ready_timeout(gen))
+            supervisor.readiness.adopted(gen)
             if record["state"] == SETTLING:
                 supervisor.readiness.resume_settling(gen)
         else:

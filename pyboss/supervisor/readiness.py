@@ -138,6 +138,12 @@ class Readiness:
                             generation=gen.number, pid=gen.pid)
         watch.timer = self.supervisor.call_later(grace, lambda: self.settled(gen))
 
+    def adopted(self, gen):
+        """A starting generation taken over from the pyboss before this one: its READY=1,
+        queued on the notify socket meanwhile, counts (its probe socket went with that
+        pyboss)."""
+        self.watches.setdefault(gen.number, Watch())
+
     def resume_settling(self, gen):
         """An adopted generation had reported ready, and was settling, when the pyboss
         before this one died: its settle period starts again, in full."""
