@@ -57,9 +57,7 @@ def test_generated_units_start_and_reload_under_load_fail_no_request(boot, tmp_p
     ns = boot(units, version)
     ns.systemctl("start", "demo.socket")
     assert curl(ns)["generation"] == 1      # socket activation started pyboss
-    # Started once it settled (READY=1); a reload before that would join the start job.
-    wait_until(lambda: ns.systemctl("is-active", "demo.service", check=False).stdout.strip()
-               == "active", what="demo.service to be active")
+    wait_started(ns)
     expected = "notify-reload" if version >= 253 else "notify"
     assert ns.systemctl("show", "-P", "Type", "demo.service").stdout.strip() == expected
     with LoadInside(ns) as load:
@@ -183,6 +181,13 @@ def venv_under(directory):
     return venv / "bin" / "python"
 
 
+def wait_started(ns):
+    """Started once its first generation settled (READY=1): a reload before that would
+    join systemd's start job instead of reloading."""
+    wait_until(lambda: ns.systemctl("is-active", "demo.service", check=False).stdout.strip()
+               == "active", what="demo.service to be active")
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_units_for_pyboss_in_a_venv_under_tmp_run(boot, tmp_path, version):
     assert str(tmp_path).startswith("/tmp/")
@@ -194,6 +199,7 @@ def test_units_for_pyboss_in_a_venv_under_tmp_run(boot, tmp_path, version):
     ns = boot(units, version)
     ns.systemctl("start", "demo.socket")
     assert curl(ns)["generation"] == 1
+    wait_started(ns)
     reload(ns)
     assert curl(ns)["generation"] == 2
     assert main_pid(ns) > 0
