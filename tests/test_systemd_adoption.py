@@ -97,7 +97,7 @@ def test_systemctl_stop_while_pyboss_is_dead_leaves_no_process(systemd_ns, tmp_p
     ns = systemd_ns(units)
     ns.systemctl("start", "demo.socket", "demo.service")
     app_pid = curl(ns)["pid"]
-    ns.run(["kill", "-KILL", str(main_pid(ns))])
+    ns.run(["sh", "-c", "kill -KILL %d" % main_pid(ns)])    # the shell's kill: no procps
     wait_until(lambda: ns.systemctl("show", "-P", "SubState", "demo.service").stdout.strip()
                == "auto-restart", what="systemd to wait for the restart")
     assert app_processes(ns), "the app serves on while pyboss is dead"
