@@ -17,7 +17,6 @@ from .observe import Observations
 from .readiness import Readiness
 from .reaper import Reaper
 from .sighup import SighupReloads
-from .watch import ChangeReloads
 from ..systemd.upstream import Upstream
 from ..systemd.watchdog import Keepalive
 
@@ -58,7 +57,10 @@ class Supervisor(SighupReloads, EventLoop):
         self.watch(notify, self.on_notify)
         self.reaper = Reaper(self)            # orphans, and generations as whole trees
         self.handle_SIGCHLD = self.reaper.reap
-        self.changes = ChangeReloads.start(self, settings)   # --reload-on-change
+        self.changes = None                                  # --reload-on-change
+        if settings.reload_on_change:
+            from .watch import ChangeReloads    # only then: the supervisor stays small
+            self.changes = ChangeReloads.start(self, settings)
 
     # -- life cycle -------------------------------------------------------------
 

@@ -10,9 +10,9 @@ answers). One that dies while settling failed like one that never got ready: a r
 fails and the old generation serves on; a start counts toward --crash-limit.
 """
 import os
-import tempfile
 import time
 
+from .rundir import make_private_dir
 from .probe import PROBE_NAME, HttpProbe, ProbeSocket
 
 SETTLING = "settling"        # a generation's state between its report and its promotion
@@ -58,7 +58,7 @@ class Readiness:
             self.probe_dir = getattr(self.supervisor.notify, "private_dir", None)
             if self.probe_dir is None:
                 parent = os.path.dirname(self.supervisor.control.path)
-                self.probe_dir = tempfile.mkdtemp(prefix=".pyboss-probe-", dir=parent)
+                self.probe_dir = make_private_dir(parent, ".pyboss-probe-")
                 self.created_probe_dir = True
         return self.probe_dir
 
