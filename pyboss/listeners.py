@@ -13,6 +13,16 @@ SPEC_FORMS = ("PORT, HOST:PORT, [V6]:PORT, tcp://HOST:PORT, udp://HOST:PORT, "
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,255}$")
 
 
+def remove_if_ours(path, inode):
+    """Remove the socket file pyboss made at path, if it still is that file (same inode):
+    never one that someone put there since."""
+    try:
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
 class ListenError(Exception):
     """A listener cannot be had; the message names the problem and the fix."""
 
@@ -272,10 +282,6 @@ class ListenerSet:
         """Close every socket; on a final stop, remove the unix files pyboss created."""
         for listener in self.listeners:
             if final and listener.created_path:
-                try:
-                    if os.stat(listener.created_path).st_ino == listener.created_inode:
-                        os.unlink(listener.created_path)
-                except OSError:
-                    pass
+                remove_if_ours(listener.created_path, listener.created_inode)
             listener.sock.close()
         self.listeners = []

@@ -18,6 +18,7 @@ from .. import sd
 from . import observe
 from .control_wire import (MAX_REPLY, MAX_REQUEST, BadRequest, announced_wait, encode,
                            parse_reply, parse_request)
+from ..listeners import remove_if_ours
 from .limits import FdReserve
 from .rundir import (DEFAULT_NAME, ControlError, NotRunning, check_default_dir, claim,
                      make_dirs, make_private_dir, remove_dirs, runtime_dir)
@@ -240,11 +241,7 @@ class ControlServer:
         if self.reserve is not None:
             self.reserve.close()
         self.sock.close()
-        try:
-            if os.stat(self.path).st_ino == self.inode:
-                os.unlink(self.path)
-        except OSError:
-            pass
+        remove_if_ours(self.path, self.inode)
         remove_dirs(self.created_dirs)
 
 

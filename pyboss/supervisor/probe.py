@@ -10,6 +10,8 @@ import os
 import re
 import socket
 
+from ..listeners import remove_if_ours
+
 PROBE_NAME = "pyboss-probe"
 RETRY_INTERVAL = 0.1       # between attempts: a refused or unanswered probe is retried soon
 ATTEMPT_TIMEOUT = 5.0      # an accepted probe not answered by then is abandoned and retried
@@ -39,11 +41,7 @@ class ProbeSocket:
 
     def remove(self):
         self.sock.close()
-        try:
-            if os.stat(self.path).st_ino == self.inode:
-                os.unlink(self.path)
-        except OSError:
-            pass
+        remove_if_ours(self.path, self.inode)
 
 
 def request_bytes(target):
