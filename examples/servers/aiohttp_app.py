@@ -32,9 +32,16 @@ async def main():
     await stop.wait()
     for site in list(runner.sites):
         await site.stop()            # stop accepting; the next generation takes the queue
-    # aiohttp closes a connection whose request it has not read yet as idle: give the
-    # connections accepted just before the stop time to send theirs.
-    await asyncio.sleep(0.5)
+    # aiohttp's cleanup closes a connection whose request it has not read yet as idle:
+    # let the connections accepted just before the stop send theirs, be answered and be
+    # closed by their clients. Bounded: a keep-alive client may hold one open for good.
+    # asyncio sets up the connections it accepted in the tick of the stop a few ticks
+    # later: only then are they in runner.server.connections.
+    await asyncio.sleep(0.1)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while runner.server.connections and loop.time() < deadline:
+        await asyncio.sleep(0.05)
     await runner.cleanup()
 
 
