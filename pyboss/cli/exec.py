@@ -15,6 +15,7 @@ from ..systemd.fdstore import FdStore
 from ..supervisor.log import EventLog
 from ..supervisor.supervise import hand_off
 from ..supervisor.settings import Settings
+from ..supervisor.workers import MAX_WORKERS
 from ..systemd.upstream import Upstream
 
 _NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
@@ -64,11 +65,25 @@ def checked_name(name):
 @click.option("--crash-limit", type=click.IntRange(1), default=5, show_default=True,
               help="Give up (exit 1) after this many generations in a row exited without "
                    "ever becoming ready; systemd's Restart= can take over from there.")
+@click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
+              help="Processes per generation, all on the same listeners; each gets "
+                   "PYBOSS_WORKER=0..N-1 and its own LISTEN_PID. Each worker's READY=1 counts "
+                   "for that worker; a generation is ready once all are. A worker that dies "
+                   "is respawned alone, with backoff, and --crash-limit counts per worker "
+                   "slot. 'pyboss scale N', SIGTTIN and SIGTTOU change the number at run time.")
+@click.option("--reload-strategy", type=click.Choice(["all", "rolling"]), default="all",
+              show_default=True, help="all: start every worker of the new generation, drain "
+              "the old ones once all new ones are ready (needs room for twice the workers). "
+              "rolling: replace --max-surge workers at a time, each old one drained once its "
+              "replacement is ready; a new worker that fails stops the roll, the workers "
+              "already replaced stay and the rest of the old ones serve on.")
+@click.option("--max-surge", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
+              help="With --reload-strategy rolling: new workers starting at once.")
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def exec_command(name, control, listens, socket_mode, backlog, ready_after, ready_timeout,
                  drain_signal, drain_timeout, stop_signal, stop_timeout, max_draining,
-                 crash_limit, quiet, command):
+                 crash_limit, workers, reload_strategy, max_surge, quiet, command):
     """Run COMMAND as supervised generations on shared listening sockets.
 
     \b
@@ -77,13 +92,20 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
 
     Every generation gets the listeners on fds 3, 4, ... with LISTEN_FDS,
     LISTEN_FDNAMES and LISTEN_PID set as systemd would, a NOTIFY_SOCKET of
-    pyboss's own on which it reports READY=1, and PYBOSS_GENERATION.
+    pyboss's own on which it reports READY=1, PYBOSS_GENERATION and PYBOSS_WORKER
+    (0..N-1 with --workers N).
 
     SIGHUP or 'pyboss reload' starts a new generation; the old one gets the drain
     signal once the new one is ready. SIGTERM, SIGINT or 'pyboss stop' stop every
     generation gracefully, then pyboss exits. Exit status: 0 after a stop, 1 when
     the app never became ready CRASH_LIMIT times in a row, 2 for bad input or a
     COMMAND that cannot be executed.
+
+    With --workers N every generation is N processes; SIGTTIN adds one worker,
+    SIGTTOU drains one, 'pyboss scale N' sets the number and waits until the
+    new workers are ready. --reload-strategy rolling replaces them a few at a
+    time; 'pyboss reload --wait' then fails with "k of N replaced; failed
+    because ..." if a new worker fails half-way.
     """
     if not command:
         raise UserError("no COMMAND given: put the program to run after '--', e.g. "
@@ -109,7 +131,8 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     if duplicate:
         raise UserError("listener name %r given twice: names must be unique" % duplicate)
     settings = Settings(list(command), name, ready_after, ready_timeout, drain_signal,
-                        drain_timeout, stop_signal, stop_timeout, max_draining, crash_limit)
+                        drain_timeout, stop_signal, stop_timeout, max_draining, crash_limit,
+                        workers=workers, reload_strategy=reload_strategy, max_surge=max_surge)
     path = control_path(name, control)
     # A copy: the supervisor this process becomes reads NOTIFY_SOCKET from the environment.
     log, upstream = EventLog(name, quiet), Upstream(dict(os.environ))

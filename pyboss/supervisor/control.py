@@ -232,20 +232,40 @@ def open_notify_socket(directory):
                            % (private, e.strerror or e))
 
 
+def _clock(timestamp):
+    return time.strftime("%H:%M:%S", time.localtime(timestamp))
+
+
+def _ready(ready_after):
+    return "ready after %.3fs" % ready_after if ready_after is not None else "not ready"
+
+
 def format_status(status):
     """A status reply as the lines `pyboss status` prints."""
     lines = []
     lines.append("pyboss %r (pid %d): %s" % (status["name"], status["pid"], status["state"]))
     lines.append("  command: %s" % " ".join(status["command"]))
+    if status.get("workers", 1) != 1 or status.get("reload_strategy", "all") != "all":
+        lines.append("  workers: %d, reload strategy %s" % (status["workers"],
+                                                             status["reload_strategy"]))
     lines.append("  listeners:")
     for l in status["listeners"]:
         lines.append("    %-12s %-6s %-28s %s" % (l["name"], l["kind"], l["address"], l["origin"]))
     lines.append("  generations:")
     for g in status["generations"]:
-        ready = "ready after %.3fs" % g["ready_after"] if g["ready_after"] is not None else "not ready"
-        lines.append("    #%-4d pid %-8d %-9s started %s  %s%s" % (
-            g["number"], g["pid"], g["state"], time.strftime("%H:%M:%S", time.localtime(g["started"])),
-            ready, "  (%s)" % g["status"] if g.get("status") else ""))
+        workers = g.get("workers", [])
+        if status.get("workers", 1) == 1 and len(workers) <= 1:
+            lines.append("    #%-4d pid %-8d %-9s started %s  %s%s" % (
+                g["number"], g["pid"], g["state"], _clock(g["started"]),
+                _ready(g["ready_after"]), "  (%s)" % g["status"] if g.get("status") else ""))
+            continue
+        lines.append("    #%-4d %-9s started %s  %s" % (
+            g["number"], g["state"], _clock(g["started"]), _ready(g["ready_after"])))
+        for w in workers:
+            lines.append("      slot %-3d pid %-8d %-9s %s%s%s" % (
+                w["slot"], w["pid"], w["state"], _ready(w["ready_after"]),
+                "  generation %d" % w["generation"] if w["generation"] != g["number"] else "",
+                "  (%s)" % w["status"] if w.get("status") else ""))
     if status["reloads"]:
         lines.append("  last reloads:")
     for r in status["reloads"]:

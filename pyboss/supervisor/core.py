@@ -3,6 +3,8 @@
 SERVING(N) --reload--> N+1 starting --ready--> SERVING(N+1), N draining
                                     --exit/timeout--> N+1 killed, SERVING(N)
 Reload requests that arrive while N+1 starts coalesce into one follow-up reload.
+A generation is its workers (workers.py; one by default): it is ready once every worker
+is. --reload-strategy rolling replaces the workers a few at a time instead (rolling.py).
 """
 import os
 import signal
@@ -12,6 +14,8 @@ from collections import deque
 from .. import sd
 from .generation import DRAINING, Generation, is_descendant
 from .loop import EventLoop
+from .rolling import RollingReload
+from .workers import WorkerSlots
 from ..systemd.upstream import Upstream
 from ..systemd.watchdog import Keepalive
 
@@ -22,8 +26,8 @@ class ReloadFailed(Exception):
     """A new generation did not become ready; the old one keeps serving."""
 
 
-class Supervisor(EventLoop):
-    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+class Supervisor(RollingReload, WorkerSlots, EventLoop):
+    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGTTIN, signal.SIGTTOU)
 
     def __init__(self, settings, listeners, control, notify, log, upstream=None):
         super().__init__()
@@ -50,6 +54,7 @@ class Supervisor(EventLoop):
         self.stop_waiters = []
         self.exit_code = 0
         self.fatal = None
+        self.init_slots()
         self.watch(control, self.on_control)
         self.watch(notify, self.on_notify)
 
@@ -70,76 +75,56 @@ class Supervisor(EventLoop):
         return sorted((g for g in gens if g is not None), key=lambda g: g.number)
 
     def spawn(self, purpose):
+        """Start generation self.number + 1 with a worker in every slot."""
         self.respawn_timer = None
         self.number += 1
-        env = sd.child_env(os.environ, self.listeners.names, self.notify.path,
-                           dict(self.keepalive.child_env(), PYBOSS_GENERATION=str(self.number)))
+        gen = Generation(self.number)
         try:
-            gen = Generation.spawn(self.number, self.settings.argv, self.child_env(env),
-                                   self.listeners.fds())
+            for slot in range(self.settings.workers):
+                self.spawn_worker(gen, slot)
         except OSError as e:
             self.log("spawn-failed", "cannot fork: %s" % e.strerror, level="error")
+            if gen.workers:         # the slots that did start: killed, reaped from old
+                self.retire(gen, signal.SIGKILL, 0)
             self.respawn_timer = self.call_later(self.next_backoff(), lambda: self.spawn(purpose))
             return
         self.pending, self.pending_purpose = gen, purpose
-        self.watch(gen.pidfd, lambda: self.on_exit(gen))
-        self.watch(gen.exec_fd, lambda: self.on_exec(gen))
-        gen.deadline_timer = self.call_later(self.settings.ready_timeout, lambda: self.on_ready_timeout(gen))
         self.log("spawn", "%s started for %s" % (gen, purpose), generation=gen.number, pid=gen.pid)
 
     def child_env(self, env):
         """A hook: the environment generation self.number gets (start_server adds its own)."""
         return env
 
-    def on_exec(self, gen):
-        self.unwatch(gen.exec_fd)
-        error = gen.read_exec_result()
-        if error is not None:
-            gen.exec_failed = True
-            gen.failure = "cannot execute %s: %s" % (self.settings.argv[0], error)
-            return          # the exit (status 127) follows at once and is handled there
-        if self.settings.ready_after is not None and gen is self.pending:
-            gen.deadline_timer.cancel()
-            gen.deadline_timer = self.call_later(self.settings.ready_after, lambda: self.on_alive_long_enough(gen))
-
-    def on_alive_long_enough(self, gen):
-        if gen is self.pending and gen.alive and not self.stopping:
-            self.promote(gen)
-
-    def on_ready_timeout(self, gen):
-        if gen is self.pending:
-            what = "ready (READY=1)" if self.settings.ready_after is None else "alive long enough"
-            gen.failure = "%s not %s within %gs" % (gen, what, self.settings.ready_timeout)
-            self.pending_failed(gen)
-
     def owner_of(self, pid):
+        """The worker pid is, or descends from, and its generation; (None, None) if none."""
         for gen in self.generations():
-            if gen.alive and (gen.pid == pid or is_descendant(pid, gen.pid)):
-                return gen
-        return None
+            for worker in gen.workers.values():
+                if worker.alive and (worker.pid == pid or is_descendant(pid, worker.pid)):
+                    return worker, gen
+        return None, None
 
     def on_notify(self):
         for pid, fields, fds in self.notify.receive():
             for fd in fds:
                 os.close(fd)      # pyboss keeps no fds for its apps
-            gen = self.owner_of(pid)
-            if gen is None:
+            worker, gen = self.owner_of(pid)
+            if worker is None:
                 self.log("notify-rejected", "ignored notify message from pid %d: not one of "
                          "pyboss's generations" % pid, level="warning", pid=pid)
                 continue
             if "STATUS" in fields:
-                gen.status_text = fields["STATUS"]
+                worker.status_text = fields["STATUS"]
             self.keepalive.on_notify(gen, fields)
-            if fields.get("READY") == "1" and gen is self.pending and not self.stopping:
-                self.promote(gen)
+            if fields.get("READY") == "1":
+                self.on_worker_ready(worker)
 
     # -- the reload state machine -------------------------------------------------
 
     def promote(self, gen):
-        gen.deadline_timer.cancel()
         gen.mark_ready()
         previous, self.current, self.pending = self.current, gen, None
         self.failures = 0
+        self.reset_slots()
         self.log("ready", "%s ready after %.3fs" % (gen, gen.ready_after),
                  generation=gen.number, pid=gen.pid, ready_after="%.3f" % gen.ready_after)
         if previous is not None:
@@ -151,9 +136,8 @@ class Supervisor(EventLoop):
         self.start_followup()
 
     def pending_failed(self, gen):
-        gen.deadline_timer.cancel()
         self.pending = None
-        reason = gen.failure or "%s %s" % (gen, gen.exit_reason)
+        reason = gen.failure
         if gen.alive:
             self.retire(gen, signal.SIGKILL, 0)
         if self.stopping:
@@ -183,39 +167,40 @@ class Supervisor(EventLoop):
         gen.signal(signum)
         if signum != signal.SIGKILL:
             gen.deadline_timer = self.call_later(timeout, lambda: gen.signal(signal.SIGKILL))
+        # The limit counts generations: a rolling reload retires one worker at a time.
         draining = [g for g in self.old if g.alive]
-        for oldest in draining[:max(0, len(draining) - self.settings.max_draining)]:
+        numbers = sorted({g.number for g in draining})
+        excess = set(numbers[:max(0, len(numbers) - self.settings.max_draining)])
+        for oldest in [g for g in draining if g.number in excess]:
             self.log("drain-limit", "%s killed: more than %d generations draining"
                      % (oldest, self.settings.max_draining), level="warning",
                      generation=oldest.number, pid=oldest.pid)
             oldest.signal(signal.SIGKILL)
 
-    def on_exit(self, gen):
-        if not gen.reap():
+    def on_worker_exit(self, worker):
+        if not worker.reap():
             return
-        self.unwatch(gen.pidfd)
-        if gen.exec_fd is not None:
-            self.unwatch(gen.exec_fd)
-        gen.close()
-        if gen.deadline_timer is not None:
-            gen.deadline_timer.cancel()
+        self.unwatch(worker.pidfd)
+        if worker.exec_fd is not None:
+            self.unwatch(worker.exec_fd)
+        worker.close()
+        if worker.deadline_timer is not None:
+            worker.deadline_timer.cancel()
+        gen = self.generation_of(worker)
+        if gen is not None:
+            gen.forget(worker)
         if gen in self.old:
-            self.old.remove(gen)
-            self.log("exit", "%s %s" % (gen, gen.exit_reason), generation=gen.number, pid=gen.pid)
-        elif gen is self.pending:
-            self.pending_failed(gen)
-        elif gen is self.current:
-            self.current = None
-            if self.stopping:
-                self.log("exit", "%s %s" % (gen, gen.exit_reason), generation=gen.number, pid=gen.pid)
-            else:
-                self.log("crash", "%s %s while serving" % (gen, gen.exit_reason),
-                         level="error", generation=gen.number, pid=gen.pid)
-                if time.monotonic() - gen.started_mono > self.settings.backoff_max:
-                    self.crashes = 0    # it ran well for a while: not a tight loop
-                if self.pending is None:
-                    self.schedule_respawn()
-        if self.stopping and not self.generations():
+            if not gen.workers:
+                self.old.remove(gen)
+                if gen.deadline_timer is not None:
+                    gen.deadline_timer.cancel()
+            self.log("exit", "%s %s" % (worker, worker.exit_reason), generation=worker.number,
+                     pid=worker.pid)
+        elif gen is not None and gen is self.pending:
+            self.pending_worker_failed(gen, worker)
+        elif gen is not None and gen is self.current:
+            self.serving_worker_exited(gen, worker)
+        if self.stopping and not any(g.alive for g in self.generations()):
             self.finish()
 
     def finish(self):
@@ -250,8 +235,10 @@ class Supervisor(EventLoop):
         if self.current is None:        # waiting out a backoff: try again right away
             self.respawn_timer.cancel()
             return self.spawn("start")
-        self.log("reload", "reload requested; starting generation %d" % (self.number + 1))
         self.upstream.reloading()
+        if self.settings.reload_strategy == "rolling":
+            return self.start_roll()
+        self.log("reload", "reload requested; starting generation %d" % (self.number + 1))
         self.spawn("reload")
 
     def start_followup(self):
@@ -295,8 +282,10 @@ class Supervisor(EventLoop):
         self.upstream.stopping()
         if self.respawn_timer is not None:
             self.respawn_timer.cancel()
+        self.cancel_slot_timers()
         failure = {"ok": False, "error": STOPPING_MESSAGE}
         self.answer(failure)
+        self.fail_scale(STOPPING_MESSAGE)
         for waiter in self.followup or []:
             waiter.reply(failure)
         self.followup = None
@@ -304,7 +293,7 @@ class Supervisor(EventLoop):
             if gen.state != DRAINING or self.settings.drain_signal != self.settings.stop_signal:
                 gen.signal(self.settings.stop_signal)
         self.call_later(self.settings.stop_timeout, self.kill_everything)
-        if not self.generations():
+        if not any(g.alive for g in self.generations()):
             self.finish()
 
     def kill_everything(self):
@@ -322,9 +311,11 @@ class Supervisor(EventLoop):
 
     def shutdown(self):
         for gen in self.generations():      # only after an exception: make sure
-            gen.signal(signal.SIGKILL)
-            os.waitpid(gen.pid, 0)
-            gen.close()
+            for worker in gen.workers.values():
+                if worker.alive:
+                    worker.signal(signal.SIGKILL)
+                    os.waitpid(worker.pid, 0)
+                worker.close()
         self.listeners.close(final=True)
         self.notify.close()
         self.control.close()
@@ -359,6 +350,8 @@ class Supervisor(EventLoop):
             conn.reply({"ok": True, "queued": True})
         elif command == "stop":
             self.stop(conn)
+        elif command == "scale":
+            self.scale(request.get("workers"), conn)
         else:
             conn.reply({"ok": False, "error": "unknown command %r" % command})
 
@@ -372,11 +365,17 @@ class Supervisor(EventLoop):
     def status_line(self):
         if self.current is None:
             return "no generation serving"
-        return "serving generation %d (pid %d)" % (self.current.number, self.current.pid)
+        numbers = sorted({w.number for w in self.current.workers.values()})
+        if len(numbers) > 1:    # a rolling reload that stopped half-way
+            return "serving generations %s (pids %s)" % (
+                " and ".join(map(str, numbers)),
+                ", ".join(str(w.pid) for w in self.current.by_slot()))
+        return "serving %s" % self.current
 
     def status(self):
         return {"ok": True, "name": self.settings.name, "pid": os.getpid(),
                 "state": self.state(), "command": self.settings.argv,
+                "workers": self.settings.workers, "reload_strategy": self.settings.reload_strategy,
                 "generations": [g.as_dict() for g in self.generations()],
                 "listeners": [l.as_dict() for l in self.listeners],
                 "reloads": list(self.history)}
