@@ -182,7 +182,7 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
             return
         self.unwatch(worker.pidfd)
         if worker.exec_fd is not None:
-            self.unwatch(worker.exec_fd)
+            self.on_exec(worker)   # an exec error can arrive in the same round as the exit
         worker.close()
         if worker.deadline_timer is not None:
             worker.deadline_timer.cancel()
