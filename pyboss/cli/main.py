@@ -1,4 +1,4 @@
-"""The pyboss command line: exec, reload, stop, status."""
+"""The pyboss command line: exec, reload, scale, stop, status."""
 import json
 import os
 import sys
@@ -8,6 +8,7 @@ import click
 from .. import __version__
 from ..supervisor.control import ControlError, control_path, format_status, request
 from .exec import checked_name, exec_command
+from ..supervisor.workers import MAX_WORKERS
 from .check import check_command
 from .units import units_command
 from ..dropins.start_server import start_server_command
@@ -79,6 +80,31 @@ def stop_command(name, control):
         click.echo("pyboss stop: pyboss exited with status %s: %s"
                    % (reply.get("exit_code"), reply.get("error")), err=True)
         return 1
+    return 0
+
+
+@cli.command("scale")
+@control_options
+@click.argument("workers", type=click.IntRange(1, MAX_WORKERS))
+def scale_command(name, control, workers):
+    """Run WORKERS processes per generation from now on.
+
+    New workers start in the free slots, each checked for readiness as at a
+    reload; surplus workers get the drain signal. Returns once every worker is
+    ready: exit 0, or 1 with the reason (a new worker that fails is respawned
+    with backoff; refused while a generation is starting). SIGTTIN and SIGTTOU
+    to pyboss add and remove one worker without waiting. The number lasts until
+    pyboss stops; put --workers in the unit to keep it.
+    """
+    reply = ask(name, control, {"command": "scale", "workers": workers})
+    if reply is None:
+        click.echo("pyboss scale: failed: pyboss exited", err=True)
+        return 1
+    if not reply.get("ok"):
+        click.echo("pyboss scale: failed: %s" % reply.get("error"), err=True)
+        return 1
+    click.echo("pyboss: %d workers serving (pids %s)"
+               % (reply["workers"], ", ".join(map(str, reply["pids"]))))
     return 0
 
 

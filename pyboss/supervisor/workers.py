@@ -203,7 +203,7 @@ class WorkerSlots:
                           "serving")
         gen, previous = self.current, self.settings.workers
         self.settings.workers = count
-        self.log("scale", "%d workers (was %d)" % (count, previous), workers=count)
+        self.log("scale", "scaling from %d to %d workers" % (previous, count), workers=count)
         self.cancel_slot_timers(range(count, MAX_WORKERS))
         self.given_up.clear()
         self.slot_failures.clear()
