@@ -24,7 +24,8 @@ _UNIT_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
 PASSED_OPTIONS = {"--ready-after": "SECONDS", "--ready-timeout": "SECONDS",
                   "--drain-signal": "SIGNAL", "--drain-timeout": "SECONDS",
                   "--stop-signal": "SIGNAL", "--stop-timeout": "SECONDS",
-                  "--max-draining": "N", "--crash-limit": "N"}
+                  "--max-draining": "N", "--crash-limit": "N", "--workers": "N",
+                  "--reload-strategy": "all|rolling", "--max-surge": "K"}
 # Margins over pyboss's own timeouts, so that pyboss (which knows why) reports first.
 START_MARGIN = 30.0
 STOP_MARGIN = 15.0
