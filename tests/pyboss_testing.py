@@ -82,7 +82,7 @@ class Pyboss(LoggedProcess):
     """One `pyboss exec` under test, with its control socket in a temp dir."""
 
     def __init__(self, tmp_path, command, *options, listen=("127.0.0.1:0",), env=None,
-                 wait_ready=True, name="t"):
+                 wait_ready=True, name="t", wrapper=()):
         self.dir = str(tmp_path)
         self.control = os.path.join(self.dir, name + ".sock")
         self.upstream = Notifications(self.dir)
@@ -93,7 +93,8 @@ class Pyboss(LoggedProcess):
         full_env = dict(os.environ, NOTIFY_SOCKET=self.upstream.path, **(env or {}))
         self.log_path = os.path.join(self.dir, name + ".log")
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+        # wrapper: what runs pyboss, e.g. unshare for a PID namespace of its own
+        self.proc = subprocess.Popen(list(wrapper) + args, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
         if wait_ready:
             self.upstream.wait_for("READY=1")
 

@@ -15,6 +15,7 @@ from ..systemd.fdstore import FdStore
 from ..supervisor.log import EventLog
 from ..supervisor.supervise import hand_off
 from ..supervisor.settings import Settings
+from ..supervisor.watch import Inotify
 from ..supervisor.workers import MAX_WORKERS
 from ..systemd.upstream import Upstream
 
@@ -27,6 +28,20 @@ def checked_name(name):
                         "not starting with '.'" % name)
     return name or "pyboss"
 
+
+def checked_watch_paths(paths, debounce):
+    """--reload-on-change paths made absolute (the supervisor may change directory)."""
+    if not 0.01 <= debounce <= 60:
+        raise UserError("invalid --reload-debounce %g: give 0.01 to 60 seconds" % debounce)
+    if any(not p.strip() or "\0" in p for p in paths):
+        raise UserError("empty --reload-on-change PATH: name a file or a directory to watch")
+    if paths:
+        try:
+            Inotify().close()
+        except OSError as e:
+            raise UserError("--reload-on-change needs inotify, which this system refuses (%s): "
+                            "raise fs.inotify.max_user_instances" % e.strerror)
+    return [os.path.abspath(p) for p in paths]
 
 
 @click.command("exec", context_settings={"allow_interspersed_args": False})
@@ -59,12 +74,24 @@ def checked_name(name):
               help="Sent to every generation when pyboss stops.")
 @click.option("--stop-timeout", type=SECONDS, default=30, show_default=True,
               metavar="SECONDS", help="SIGKILL what is still running this long after the "
-              "stop signal. Keep it below systemd's TimeoutStopSec=.")
+              "stop signal. Keep it below systemd's TimeoutStopSec=, or a container's grace "
+              "period (docker/podman stop -t: 10 s; Kubernetes terminationGracePeriodSeconds: "
+              "30 s), after which the runtime SIGKILLs everything.")
 @click.option("--max-draining", type=click.IntRange(1), default=4, show_default=True,
               help="Old generations allowed to drain at once; the oldest is killed beyond.")
 @click.option("--crash-limit", type=click.IntRange(1), default=5, show_default=True,
               help="Give up (exit 1) after this many generations in a row exited without "
                    "ever becoming ready; systemd's Restart= can take over from there.")
+@click.option("--reload-on-change", "watched", metavar="PATH", multiple=True,
+              help="Reload when PATH changes; repeatable. PATH is a file or a directory "
+                   "(its entries), and need not exist yet (its creation counts). Files "
+                   "replaced by rename (editors, certificate tools) and Kubernetes "
+                   "ConfigMap/Secret volumes (a swapped ..data symlink) are followed. A "
+                   "failed reload is logged and counted in 'pyboss status'; the old "
+                   "generation keeps serving and the next change tries again.")
+@click.option("--reload-debounce", type=SECONDS, default=0.2, show_default=True,
+              metavar="SECONDS", help="Reload once changes have been quiet this long "
+              "(0.01 to 60); a burst of writes is one reload.")
 @click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
               help="Processes per generation, all on the same listeners; each gets "
                    "PYBOSS_WORKER=0..N-1 and its own LISTEN_PID. Each worker's READY=1 counts "
@@ -83,7 +110,8 @@ def checked_name(name):
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def exec_command(name, control, listens, socket_mode, backlog, ready_after, ready_timeout,
                  drain_signal, drain_timeout, stop_signal, stop_timeout, max_draining,
-                 crash_limit, workers, reload_strategy, max_surge, quiet, command):
+                 crash_limit, watched, reload_debounce, workers, reload_strategy, max_surge,
+                 quiet, command):
     """Run COMMAND as supervised generations on shared listening sockets.
 
     \b
@@ -100,6 +128,13 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     generation gracefully, then pyboss exits. Exit status: 0 after a stop, 1 when
     the app never became ready CRASH_LIMIT times in a row, 2 for bad input or a
     COMMAND that cannot be executed.
+
+    pyboss is a child subreaper: processes an app daemonizes stay under it, are
+    signalled with their generation, and 'pyboss stop' returns only when none is
+    left. As a container's entrypoint (PID 1) it reaps every orphan in the
+    container; SIGTERM from 'docker stop' or the kubelet drains within
+    --stop-timeout, SIGHUP ('docker kill -s HUP') reloads. With --reload-on-change
+    a changed configuration or certificate reloads the app by itself.
 
     With --workers N every generation is N processes; SIGTTIN adds one worker,
     SIGTTOU drains one, 'pyboss scale N' sets the number and waits until the
@@ -132,7 +167,9 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
         raise UserError("listener name %r given twice: names must be unique" % duplicate)
     settings = Settings(list(command), name, ready_after, ready_timeout, drain_signal,
                         drain_timeout, stop_signal, stop_timeout, max_draining, crash_limit,
-                        workers=workers, reload_strategy=reload_strategy, max_surge=max_surge)
+                        reload_on_change=checked_watch_paths(watched, reload_debounce),
+                        reload_debounce=reload_debounce, workers=workers,
+                        reload_strategy=reload_strategy, max_surge=max_surge)
     path = control_path(name, control)
     # A copy: the supervisor this process becomes reads NOTIFY_SOCKET from the environment.
     log, upstream = EventLog(name, quiet), Upstream(dict(os.environ))

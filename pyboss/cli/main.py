@@ -111,11 +111,22 @@ def scale_command(name, control, workers):
 @cli.command("status")
 @control_options
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
-def status_command(name, control, as_json):
+@click.option("--check", is_flag=True, help="A probe: exit 0 only while a generation is "
+              "serving (also during a reload, when the old one serves), 1 otherwise (starting, "
+              "respawning after a crash, stopping, or no pyboss answering). For a Kubernetes "
+              "exec readiness or liveness probe, or a container HEALTHCHECK.")
+def status_command(name, control, as_json, check):
     """Show generations, listeners and the last reloads."""
     status = ask(name, control, {"command": "status"})
     if status is None:
         click.echo("pyboss: pyboss exited before answering", err=True)
+        return 1
+    if check:
+        serving = [g for g in status.get("generations", []) if g.get("state") == "serving"]
+        if serving and status.get("state") in ("serving", "reloading"):
+            click.echo("serving: generation %d (pid %d)" % (serving[-1]["number"], serving[-1]["pid"]))
+            return 0
+        click.echo("not serving: pyboss is %s" % status.get("state"), err=True)
         return 1
     if as_json:
         click.echo(json.dumps(status, indent=2))

@@ -273,4 +273,12 @@ def format_status(status):
             r["generation"], r["outcome"], r["duration"],
             time.strftime("%H:%M:%S", time.localtime(r["requested"])),
             ": " + r["reason"] if r["reason"] else ""))
+    changes = status.get("reload_on_change")
+    if changes:
+        lines.append("  reload on change: %s" % ", ".join(changes["paths"]))
+        lines.append("    %d change(s): %d reloaded, %d failed%s" % (
+            changes["changes"], changes["reloaded"], changes["failed"],
+            " (last: %s)" % changes["last_error"] if changes["failed"] else ""))
+    if status.get("orphans", {}).get("reaped"):
+        lines.append("  orphans reaped: %d" % status["orphans"]["reaped"])
     return "\n".join(lines)

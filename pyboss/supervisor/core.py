@@ -14,6 +14,8 @@ from collections import deque
 from .. import sd
 from .generation import DRAINING, Generation, is_descendant
 from .loop import EventLoop
+from .reaper import Reaper
+from .watch import ChangeReloads
 from .rolling import RollingReload
 from .workers import WorkerSlots
 from ..systemd.upstream import Upstream
@@ -27,7 +29,8 @@ class ReloadFailed(Exception):
 
 
 class Supervisor(RollingReload, WorkerSlots, EventLoop):
-    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGTTIN, signal.SIGTTOU)
+    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGTTIN,
+               signal.SIGTTOU)
 
     def __init__(self, settings, listeners, control, notify, log, upstream=None):
         super().__init__()
@@ -57,6 +60,9 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
         self.init_slots()
         self.watch(control, self.on_control)
         self.watch(notify, self.on_notify)
+        self.reaper = Reaper(self)            # orphans, and generations as whole trees
+        self.handle_SIGCHLD = self.reaper.reap
+        self.changes = ChangeReloads.start(self, settings)   # --reload-on-change
 
     # -- life cycle -------------------------------------------------------------
 
@@ -165,6 +171,7 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
         gen.state = DRAINING
         self.old.append(gen)
         gen.signal(signum)
+        self.reaper.on_drain(signum)
         if signum != signal.SIGKILL:
             gen.deadline_timer = self.call_later(timeout, lambda: gen.signal(signal.SIGKILL))
         # The limit counts generations: a rolling reload retires one worker at a time.
@@ -189,6 +196,9 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
         gen = self.generation_of(worker)
         if gen is not None:
             gen.forget(worker)
+            if not gen.alive:       # what the generation left behind drains like it
+                self.reaper.generation_exited(gen, self.settings.drain_signal,
+                                              self.settings.drain_timeout)
         if gen in self.old:
             if not gen.workers:
                 self.old.remove(gen)
@@ -200,7 +210,12 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
             self.pending_worker_failed(gen, worker)
         elif gen is not None and gen is self.current:
             self.serving_worker_exited(gen, worker)
-        if self.stopping and not any(g.alive for g in self.generations()):
+        self.maybe_finish()
+
+    def maybe_finish(self):     # stopped once nothing of any generation is left, orphans too
+        if self.stopping and not self.finished \
+                and not any(g.alive for g in self.generations()) \
+                and not self.reaper.remaining():
             self.finish()
 
     def finish(self):
@@ -292,9 +307,9 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
         for gen in self.generations():
             if gen.state != DRAINING or self.settings.drain_signal != self.settings.stop_signal:
                 gen.signal(self.settings.stop_signal)
+        self.reaper.signal_strays(self.settings.stop_signal)
         self.call_later(self.settings.stop_timeout, self.kill_everything)
-        if not any(g.alive for g in self.generations()):
-            self.finish()
+        self.maybe_finish()
 
     def kill_everything(self):
         for gen in self.generations():
@@ -302,6 +317,7 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
                      % (gen, self.settings.stop_timeout), level="warning",
                      generation=gen.number, pid=gen.pid)
             gen.signal(signal.SIGKILL)
+        self.reaper.signal_strays(signal.SIGKILL)
 
     def die(self, code, message):
         self.exit_code, self.fatal = code, message
@@ -378,5 +394,6 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
                 "workers": self.settings.workers, "reload_strategy": self.settings.reload_strategy,
                 "generations": [g.as_dict() for g in self.generations()],
                 "listeners": [l.as_dict() for l in self.listeners],
-                "reloads": list(self.history)}
+                "reloads": list(self.history), "orphans": self.reaper.as_dict(),
+                "reload_on_change": self.changes and self.changes.as_dict()}
 

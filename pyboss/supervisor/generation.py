@@ -10,6 +10,7 @@ import signal
 import time
 
 from .. import sd
+from .reaper import proc_stat
 
 STARTING, SERVING, DRAINING, EXITED = "starting", "serving", "draining", "exited"
 
@@ -29,12 +30,8 @@ def describe_status(status):
 
 
 def parent_pid(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            # The command name may hold spaces and parentheses: split after the last ')'.
-            return int(f.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
+    fields = proc_stat(pid)
+    return fields[1] if fields is not None else 0
 
 
 def is_descendant(pid, ancestor, depth=32):
@@ -90,6 +87,8 @@ def _exec_child(argv, env, fds, error_fd):
 class Worker:
     """One process of generation `number` (numbered from 1 in the order they start),
     in worker slot `slot`."""
+
+    reaper = None       # the supervisor's Reaper, which signals whole process trees
 
     def __init__(self, number, slot, pid, pidfd, exec_fd, named_slot=False):
         self.number = number
@@ -149,6 +148,9 @@ class Worker:
         self.ready_after = time.monotonic() - self.started_mono
 
     def signal(self, signum):
+        """Signal the generation: its whole process tree once a Reaper is attached."""
+        if self.reaper is not None:
+            return self.reaper.signal_tree(self, signum)
         if self.alive:
             try:
                 signal.pidfd_send_signal(self.pidfd, signum)

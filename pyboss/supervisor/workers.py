@@ -38,6 +38,7 @@ class WorkerSlots:
         env = sd.child_env(os.environ, self.listeners.names, self.notify.path, extra)
         worker = Worker.spawn(gen.number, slot, self.settings.argv, self.child_env(env),
                               self.listeners.fds(), named_slot=self.settings.workers > 1)
+        worker.reaper = self.reaper     # signals reach the worker's whole process tree
         gen.workers[slot] = worker
         self.watch(worker.pidfd, lambda: self.on_worker_exit(worker))
         self.watch(worker.exec_fd, lambda: self.on_exec(worker))
