@@ -5,6 +5,7 @@ import re
 import socket
 import stat
 
+from .portholders import describe_holders
 from .sd import address_text
 
 SPEC_FORMS = ("PORT, HOST:PORT, [V6]:PORT, tcp://HOST:PORT, udp://HOST:PORT, "
@@ -69,7 +70,7 @@ def parse_spec(text, default_name):
     if host == "*":
         host = ""
     port = m.group(3)
-    if not port.isdigit() or int(port) > 65535:
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ListenError("invalid port %r in %r: use a number from 0 to 65535" % (port, text))
     return ListenSpec(name, kind, host=host, port=int(port))
 
@@ -202,6 +203,10 @@ def bind(spec, backlog=socket.SOMAXCONN, mode=None):
             errno.EADDRNOTAVAIL: "that address is not on this machine",
             errno.ENOENT: "the directory does not exist",
         }.get(e.errno, "check the address")
+        if e.errno == errno.EADDRINUSE and spec.kind != "unix":
+            held = describe_holders(spec.kind, spec.port)
+            if held:
+                hint = held + "; stop it or choose another port"
         raise ListenError("cannot listen on %s: %s (%s)" % (spec, e.strerror, hint))
     listener = Listener(spec.name, sock, "bound")
     if spec.kind == "unix" and not spec.path.startswith("@"):

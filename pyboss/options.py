@@ -1,29 +1,43 @@
-"""Option types shared by pyboss's commands."""
+"""Option types shared by pyboss's commands: every value checked before anything runs."""
 import os
-import signal
 
 import click
 
+from . import values
 from .errors import UserError
 
-SECONDS = click.FloatRange(min=0)
+
+class Seconds(click.ParamType):
+    """A finite number of seconds from 0 to values.MAX_SECONDS (inf, nan, 1e10 refused)."""
+    name = "SECONDS"
+
+    def __init__(self, maximum=values.MAX_SECONDS):
+        self.maximum = maximum
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            text = value
+        else:
+            text = str(value)
+        try:
+            return values.seconds(text, self.maximum)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+SECONDS = Seconds()
 
 
 class SignalType(click.ParamType):
-    """A signal as operators write it: TERM, SIGTERM, term, or a number."""
+    """A signal as operators write it: TERM, SIGTERM, term, or a number; one pyboss can
+    name and send, and the app can catch."""
     name = "SIGNAL"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper()
-        if text.isdigit() and 0 < int(text) < signal.NSIG:
-            return int(text)
         try:
-            return int(signal.Signals[text if text.startswith("SIG") else "SIG" + text])
-        except KeyError:
-            self.fail("unknown signal %r: use a name like TERM, INT, QUIT, HUP (with or "
-                      "without SIG, any case) or a number" % value, param, ctx)
+            return values.signal_number(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
 
 
 def check_executable(program):

@@ -73,9 +73,18 @@ def listen_fds(unset=False):
     result = []
     for i in range(count):
         fd = SD_LISTEN_FDS_START + i
-        os.set_inheritable(fd, False)
+        try:
+            os.set_inheritable(fd, False)
+        except OSError:
+            raise ListenFdsError("LISTEN_FDS=%d names fd %d, which is not open: check the "
+                                 "socket unit, or whoever set LISTEN_FDS and LISTEN_PID"
+                                 % (count, fd)) from None
         result.append((fd, names[i]))
     return result
+
+
+class ListenFdsError(ValueError):
+    """LISTEN_FDS names fds this process does not have."""
 
 
 # What systemd told pyboss is pyboss's own business, not the app's.

@@ -93,7 +93,8 @@ class Pyboss(LoggedProcess):
         full_env = dict(os.environ, NOTIFY_SOCKET=self.upstream.path, **(env or {}))
         self.log_path = os.path.join(self.dir, name + ".log")
         self.log = open(self.log_path, "w")
-        # wrapper: what runs pyboss, e.g. unshare for a PID namespace of its own
+        # wrapper: what runs pyboss, e.g. unshare for a PID namespace of its own, or
+        # prlimit for a smaller fd limit
         self.proc = subprocess.Popen(list(wrapper) + args, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
         if wait_ready:
             self.upstream.wait_for("READY=1")

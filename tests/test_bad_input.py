@@ -1,11 +1,12 @@
 """Bad input: one line naming the problem and the fix, exit status 2, nothing left behind."""
 import os
+import signal
 import socket
 import subprocess
 
 import pytest
 
-from pyboss_testing import PYBOSS, TIMEOUT
+from pyboss_testing import PYBOSS, PYTHON, TIMEOUT, pid_alive, wait_until
 
 
 def run_exec(tmp_path, *args, user=None):
@@ -52,9 +53,11 @@ def test_address_in_use_is_one_line_and_leaves_nothing(tmp_path):
         result = run_exec(tmp_path, "--listen", "unix:%s" % (tmp_path / "a.sock"),
                           "--listen", "127.0.0.1:%d" % port, "--", "true")
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [
-        "pyboss exec: cannot listen on tcp://127.0.0.1:%d: Address already in use (another "
-        "process is listening there; stop it or choose another port)" % port]
+    [line] = result.stderr.splitlines()
+    # The holder is this very test process.
+    assert line.startswith("pyboss exec: cannot listen on tcp://127.0.0.1:%d: Address already "
+                           "in use (held by pid %d (" % (port, os.getpid())), line
+    assert line.endswith("); stop it or choose another port)"), line
     # The unix socket bound before the failure was removed again.
     assert os.listdir(tmp_path) == []
 
@@ -104,3 +107,21 @@ def test_help_reads_like_a_man_page():
                    "--drain-timeout", "--stop-signal", "--stop-timeout", "--socket-mode"):
         assert option in result.stdout
     assert "LISTEN_FDS" in result.stdout and "Exit status" in result.stdout
+
+
+def test_port_held_by_a_dead_pybosss_generation_names_the_holder(start_pyboss, app, tmp_path):
+    boss = start_pyboss([app[0]])
+    host, port = boss.address()
+    app_pid = boss.serving()["pid"]
+    os.kill(boss.pid, signal.SIGKILL)      # pyboss gone; its generation keeps the port
+    boss.proc.wait(TIMEOUT)
+    try:
+        result = run_exec(tmp_path, "--listen", "%s:%d" % (host, port), "--", app[0])
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == [
+            "pyboss exec: cannot listen on tcp://%s:%d: Address already in use (held by pid %d "
+            "(%s -m pyboss.demo, generation 1 of a pyboss that is no longer running); stop it "
+            "or choose another port)" % (host, port, app_pid, PYTHON)]
+    finally:
+        os.kill(app_pid, signal.SIGTERM)
+        wait_until(lambda: not pid_alive(app_pid), what="the orphaned generation to exit")

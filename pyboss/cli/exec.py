@@ -77,9 +77,9 @@ def checked_watch_paths(paths, debounce):
               "stop signal. Keep it below systemd's TimeoutStopSec=, or a container's grace "
               "period (docker/podman stop -t: 10 s; Kubernetes terminationGracePeriodSeconds: "
               "30 s), after which the runtime SIGKILLs everything.")
-@click.option("--max-draining", type=click.IntRange(1), default=4, show_default=True,
+@click.option("--max-draining", type=click.IntRange(1, 1000), default=4, show_default=True,
               help="Old generations allowed to drain at once; the oldest is killed beyond.")
-@click.option("--crash-limit", type=click.IntRange(1), default=5, show_default=True,
+@click.option("--crash-limit", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="Give up (exit 1) after this many generations in a row exited without "
                    "ever becoming ready; systemd's Restart= can take over from there.")
 @click.option("--reload-on-change", "watched", metavar="PATH", multiple=True,
@@ -89,7 +89,7 @@ def checked_watch_paths(paths, debounce):
                    "ConfigMap/Secret volumes (a swapped ..data symlink) are followed. A "
                    "failed reload is logged and counted in 'pyboss status'; the old "
                    "generation keeps serving and the next change tries again.")
-@click.option("--reload-debounce", type=SECONDS, default=0.2, show_default=True,
+@click.option("--reload-debounce", type=float, default=0.2, show_default=True,
               metavar="SECONDS", help="Reload once changes have been quiet this long "
               "(0.01 to 60); a burst of writes is one reload.")
 @click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
@@ -127,7 +127,8 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     signal once the new one is ready. SIGTERM, SIGINT or 'pyboss stop' stop every
     generation gracefully, then pyboss exits. Exit status: 0 after a stop, 1 when
     the app never became ready CRASH_LIMIT times in a row, 2 for bad input or a
-    COMMAND that cannot be executed.
+    COMMAND that cannot be executed, 70 when pyboss itself failed (its generations
+    are then left serving, never killed).
 
     pyboss is a child subreaper: processes an app daemonizes stay under it, are
     signalled with their generation, and 'pyboss stop' returns only when none is
@@ -141,6 +142,11 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     new workers are ready. --reload-strategy rolling replaces them a few at a
     time; 'pyboss reload --wait' then fails with "k of N replaced; failed
     because ..." if a new worker fails half-way.
+
+    Every SECONDS is a finite number from 0 to 604800 (a week; --reload-debounce
+    0.01 to 60); every SIGNAL a name (TERM, SIGTERM, term) or number of a signal
+    the app can catch (not KILL or STOP). pyboss raises its own soft fd limit to
+    the hard one; generations get the soft limit pyboss was started with.
     """
     if not command:
         raise UserError("no COMMAND given: put the program to run after '--', e.g. "
@@ -185,7 +191,7 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
             notify = store.notify_receiver(sd.NotifyReceiver) or \
                 open_notify_socket(os.path.dirname(path))
             cleanup.callback(notify.close)
-        except (ListenError, ControlError) as e:
+        except (ListenError, ControlError, sd.ListenFdsError) as e:
             raise UserError(str(e))
         store.adopt(listeners, specs)
         store.drain(notify)

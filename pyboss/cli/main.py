@@ -6,7 +6,9 @@ import sys
 import click
 
 from .. import __version__
-from ..supervisor.control import ControlError, control_path, format_status, request
+from ..options import Seconds
+from ..supervisor.control import DEFAULT_TIMEOUT, ControlError, control_path, request
+from ..supervisor.status_text import format_status
 from .exec import checked_name, exec_command
 from ..supervisor.workers import MAX_WORKERS
 from .check import check_command
@@ -15,6 +17,12 @@ from ..dropins.start_server import start_server_command
 
 
 def control_options(func):
+    func = click.option("--timeout", type=Seconds(maximum=86400), default=DEFAULT_TIMEOUT,
+                        show_default=True, metavar="SECONDS",
+                        help="How long pyboss may take to answer. Work it accepted (reload "
+                             "--wait, stop) may then take as long as pyboss announces "
+                             "(its ready or stop timeout) plus 10 s. Without an answer in "
+                             "time: 'pyboss did not answer within N s', exit 1.")(func)
     func = click.option("--control", metavar="PATH",
                         help="Control socket of the pyboss to talk to (overrides --name).")(func)
     return click.option("--name", metavar="NAME",
@@ -37,10 +45,12 @@ def cli():
     """
 
 
-def ask(name, control, message):
+def ask(name, control, timeout, message):
+    """The supervisor's answer; no answer (none running, an impostor, a timeout, an exit
+    before answering) is one line on stderr and exit 1."""
     path = control_path(checked_name(name), control, client=True)
     try:
-        return request(path, message)
+        return request(path, message, timeout)
     except ControlError as e:
         click.echo("pyboss: %s" % e, err=True)
         sys.exit(1)
@@ -50,7 +60,7 @@ def ask(name, control, message):
 @control_options
 @click.option("--wait", is_flag=True, help="Return only when the reload is over: exit 0 "
               "once the new generation is serving, 1 with the reason if it failed.")
-def reload_command(name, control, wait):
+def reload_command(name, control, timeout, wait):
     """Start a new generation; drain the old one once the new one is ready.
 
     Without --wait, returns as soon as pyboss has the request. Requests made while
@@ -58,10 +68,7 @@ def reload_command(name, control, wait):
     'ExecReload=pyboss reload --wait' under systemd so that 'systemctl reload'
     is synchronous and reports failure.
     """
-    reply = ask(name, control, {"command": "reload", "wait": wait})
-    if reply is None:
-        click.echo("pyboss reload: failed: pyboss exited during the reload", err=True)
-        return 1
+    reply = ask(name, control, timeout, {"command": "reload", "wait": wait})
     if not reply.get("ok"):
         click.echo("pyboss reload: failed: %s" % reply.get("error"), err=True)
         return 1
@@ -73,10 +80,10 @@ def reload_command(name, control, wait):
 
 @cli.command("stop")
 @control_options
-def stop_command(name, control):
+def stop_command(name, control, timeout):
     """Stop every generation gracefully; return once pyboss has exited."""
-    reply = ask(name, control, {"command": "stop"})
-    if reply is not None and not reply.get("ok"):
+    reply = ask(name, control, timeout, {"command": "stop"})
+    if not reply.get("ok"):
         click.echo("pyboss stop: pyboss exited with status %s: %s"
                    % (reply.get("exit_code"), reply.get("error")), err=True)
         return 1
@@ -86,7 +93,7 @@ def stop_command(name, control):
 @cli.command("scale")
 @control_options
 @click.argument("workers", type=click.IntRange(1, MAX_WORKERS))
-def scale_command(name, control, workers):
+def scale_command(name, control, timeout, workers):
     """Run WORKERS processes per generation from now on.
 
     New workers start in the free slots, each checked for readiness as at a
@@ -96,10 +103,7 @@ def scale_command(name, control, workers):
     to pyboss add and remove one worker without waiting. The number lasts until
     pyboss stops; put --workers in the unit to keep it.
     """
-    reply = ask(name, control, {"command": "scale", "workers": workers})
-    if reply is None:
-        click.echo("pyboss scale: failed: pyboss exited", err=True)
-        return 1
+    reply = ask(name, control, timeout, {"command": "scale", "workers": workers})
     if not reply.get("ok"):
         click.echo("pyboss scale: failed: %s" % reply.get("error"), err=True)
         return 1
@@ -115,12 +119,9 @@ def scale_command(name, control, workers):
               "serving (also during a reload, when the old one serves), 1 otherwise (starting, "
               "respawning after a crash, stopping, or no pyboss answering). For a Kubernetes "
               "exec readiness or liveness probe, or a container HEALTHCHECK.")
-def status_command(name, control, as_json, check):
+def status_command(name, control, timeout, as_json, check):
     """Show generations, listeners and the last reloads."""
-    status = ask(name, control, {"command": "status"})
-    if status is None:
-        click.echo("pyboss: pyboss exited before answering", err=True)
-        return 1
+    status = ask(name, control, timeout, {"command": "status"})
     if check:
         serving = [g for g in status.get("generations", []) if g.get("state") == "serving"]
         if serving and status.get("state") in ("serving", "reloading"):

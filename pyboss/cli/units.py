@@ -297,7 +297,9 @@ def units_command(name, listens, output, socket_mode, backlog, quiet, command, *
 
     Writes NAME.socket (for the first listener name), NAME-LISTENER.socket for
     every further name, and NAME.service running this very pyboss; without
-    --output, prints them. Other options are those of 'pyboss exec'.
+    --output, prints them. Other options are those of 'pyboss exec', checked as
+    'pyboss exec' checks them: SECONDS finite, from 0 to 604800; SIGNAL one the
+    app can catch.
     """
     passed = [(option, options[option[2:].replace("-", "_")]) for option in PASSED_OPTIONS
               if options[option[2:].replace("-", "_")] is not None]

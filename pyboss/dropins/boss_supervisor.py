@@ -15,8 +15,9 @@ import os
 import signal
 
 from .boss_exits import EXIT_ALREADY_RUNNING, EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE
-from ..supervisor.control import (ControlError, ControlServer, control_path, format_status,
+from ..supervisor.control import (ControlError, ControlServer, NotRunning, control_path,
                                   open_notify_socket, request)
+from ..supervisor.status_text import format_status
 from ..supervisor.core import Supervisor
 
 
@@ -76,9 +77,11 @@ def _ask(boss, message):
     path = control_path(boss.name)
     try:
         return request(path, message)
-    except ControlError:
+    except NotRunning:
         boss.fail("no supervisor named %r is running (control socket %s): start one with "
                   "--pyboss=start" % (boss.name, path), EXIT_NOT_RUNNING)
+    except ControlError as e:
+        boss.fail(str(e), EXIT_FAILED)
 
 
 def start(boss):
@@ -126,8 +129,6 @@ def start(boss):
 def reload(boss):
     reply = _ask(boss, {"command": "reload", "wait": True, "argv": boss.child_command(),
                         "cwd": os.getcwd()})
-    if reply is None:
-        boss.fail("reload failed: the supervisor exited during the reload", EXIT_FAILED)
     if not reply.get("ok"):
         boss.fail("reload failed: %s" % reply.get("error"), EXIT_FAILED)
     print("%s: reloaded: generation %d (pid %d) serving" % (boss.name, reply["generation"],
@@ -137,7 +138,7 @@ def reload(boss):
 
 def stop(boss):
     reply = _ask(boss, {"command": "stop"})
-    if reply is not None and not reply.get("ok"):
+    if not reply.get("ok"):
         boss.fail("the supervisor exited with status %s: %s"
                   % (reply.get("exit_code"), reply.get("error")), EXIT_FAILED)
     return EXIT_OK
@@ -145,7 +146,5 @@ def stop(boss):
 
 def status(boss):
     reply = _ask(boss, {"command": "status"})
-    if reply is None:
-        boss.fail("the supervisor exited before answering", EXIT_FAILED)
     print(format_status(reply))
     return EXIT_OK

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import click
 
-from .. import __version__
+from .. import __version__, values
 from ..errors import UserError
 from ..options import SECONDS, SignalType, check_executable
 from ..listeners import ListenError
@@ -78,7 +78,7 @@ def _say(text):
                    "$ENABLE_AUTO_RESTART.")
 @click.option("--auto-restart-interval", type=SECONDS, metavar="SECONDS",
               help="Default: $AUTO_RESTART_INTERVAL, else 360.")
-@click.option("--backlog", type=click.IntRange(1), help="listen() backlog [default: SOMAXCONN].")
+@click.option("--backlog", type=click.IntRange(1, 65535), help="listen() backlog [default: SOMAXCONN].")
 @click.option("--control", metavar="PATH",
               help="(pyboss) Also serve a control socket here, for 'pyboss status/reload/stop "
                    "--control PATH'.")
@@ -107,7 +107,9 @@ def start_server_command(ports, paths, workdir, interval, wait_ready, ready_time
     and, once it started, sends --signal-on-hup to the old ones; SIGTERM sends
     --signal-on-term to all and exits when they are gone; a worker that dies is
     started again. Exit status: 0 after a stop or a successful --restart/--stop,
-    1 when --restart/--stop fail, 2 for bad input.
+    1 when --restart/--stop fail, 2 for bad input. Every SECONDS (also
+    $KILL_OLD_DELAY and $AUTO_RESTART_INTERVAL) is a finite number from 0 to
+    604800; every signal one the workers can catch (not KILL or STOP).
     """
     try:
         if restart or stop:
@@ -118,6 +120,12 @@ def start_server_command(ports, paths, workdir, interval, wait_ready, ready_time
         if not command:
             raise UserError("server program not specified: put it after '--', e.g. "
                                     "start_server --port 8080 -- myapp")
+        for variable in ("KILL_OLD_DELAY", "AUTO_RESTART_INTERVAL"):
+            if os.environ.get(variable):
+                try:
+                    values.seconds(os.environ[variable])
+                except ValueError as e:
+                    raise UserError("invalid $%s: %s" % (variable, e))
         env = {}
         for name, value in (("ENVDIR", envdir),
                             ("ENABLE_AUTO_RESTART", "1" if enable_auto_restart else None),
@@ -185,17 +193,21 @@ def daemonize_now():
 
 
 def open_runtime(control):
-    """The control socket and pyboss's NOTIFY_SOCKET, plus a private directory to remove."""
+    """The control socket and pyboss's NOTIFY_SOCKET, plus the directories pyboss made for
+    them (remove_runtime removes them)."""
     from ..supervisor.control import ControlServer, open_notify_socket, runtime_dir
+    from ..supervisor.rundir import ControlError, check_default_dir, make_dirs
     private = None
     if control is None:
         base = runtime_dir()
         try:
-            os.makedirs(base, mode=0o700, exist_ok=True)
-        except OSError:
-            base = None
-        private = tempfile.mkdtemp(prefix="start_server-", dir=base)
-        control = os.path.join(private, "control.sock")
+            created = make_dirs(base)
+            if not created:
+                check_default_dir(base)
+        except ControlError:
+            base, created = None, []      # not ours to trust: a fresh private one in $TMPDIR
+        private = created + [tempfile.mkdtemp(prefix="start_server-", dir=base)]
+        control = os.path.join(private[-1], "control.sock")
     try:
         server = ControlServer(control)
         try:
@@ -204,10 +216,16 @@ def open_runtime(control):
             server.close()
             raise
     except BaseException:
-        if private:
-            shutil.rmtree(private, ignore_errors=True)
+        remove_runtime(private)
         raise
     return server, notify, private
+
+
+def remove_runtime(private):
+    from ..supervisor.rundir import remove_dirs
+    if private:
+        shutil.rmtree(private[-1], ignore_errors=True)
+        remove_dirs(private[:-1])
 
 
 def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_hup,
@@ -286,8 +304,7 @@ def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_h
     finally:
         for close in reversed(held):
             close()
-        if private:
-            shutil.rmtree(private, ignore_errors=True)
+        remove_runtime(private)
         if logger is not None:
             finish_logger(logger, redirected)
         if pid:

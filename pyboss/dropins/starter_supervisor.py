@@ -14,6 +14,7 @@ import os
 import signal
 import time
 
+from .. import values
 from ..supervisor.log import EventLog
 from .starter_files import ignore_enoent, load_envdir, write_status_file
 from ..supervisor.core import Supervisor
@@ -23,9 +24,11 @@ AUTO_RESTART_TICK = 1.0
 
 
 def _number(text, default):
+    """A number of seconds from the environment or the envdir, read again at every use:
+    a bad value (inf, nan, 1e10) falls back to the default instead of breaking a timer."""
     try:
-        return float(text)
-    except (TypeError, ValueError):
+        return values.seconds(text)
+    except ValueError:
         return default
 
 
@@ -213,9 +216,9 @@ class StarterSupervisor(Supervisor):
     def kill_everything(self):
         pass                             # start_server waits for its workers, however long
 
-    def shutdown(self):
+    def shutdown(self, abandon=False):
         try:
-            super().shutdown()
+            super().shutdown(abandon)
         finally:
             if self.status_written is not None:
                 ignore_enoent(os.unlink, self.status_file)

@@ -1,11 +1,13 @@
 """The control socket: JSON lines over a unix stream socket, owner (or root) only.
 
 Requests: {"command": "reload", "wait": true} | {"command": "stop"} | {"command": "status"}.
-Every request gets exactly one JSON line back; a waiting request gets it later.
+Every request gets exactly one JSON line back. A request whose answer comes later (reload
+--wait, stop) and that asks for it ("ack": true) first gets {"accepted": true, "wait":
+SECONDS}: the client then knows the supervisor is alive and how long the work may take,
+and never waits unbounded.
 """
 import errno
 import fcntl
-import json
 import os
 import socket
 import struct
@@ -13,23 +15,21 @@ import tempfile
 import time
 
 from .. import sd
+from .control_wire import (MAX_REPLY, MAX_REQUEST, BadRequest, announced_wait, encode,
+                           parse_reply, parse_request)
+from .limits import FdReserve
+from .rundir import (DEFAULT_NAME, ControlError, NotRunning, check_default_dir, claim,
+                     make_dirs, remove_dirs, runtime_dir)
 
-DEFAULT_NAME = "pyboss"
+__all__ = ["ControlError", "NotRunning", "ControlServer", "control_path", "request", "runtime_dir",
+           "open_notify_socket", "DEFAULT_TIMEOUT"]
+
 _PEERCRED = struct.Struct("3i")
-
-
-class ControlError(Exception):
-    """The control socket cannot be used; the message says why and what to do."""
-
-
-def runtime_dir():
-    if os.environ.get("RUNTIME_DIRECTORY"):
-        return os.environ["RUNTIME_DIRECTORY"].split(":")[0]
-    if os.environ.get("XDG_RUNTIME_DIR"):
-        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "pyboss")
-    if os.geteuid() == 0:
-        return "/run/pyboss"
-    return "/tmp/pyboss-%d" % os.geteuid()
+DEFAULT_TIMEOUT = 10.0    # for the supervisor to answer, or to accept a longer request
+MARGIN = 10.0             # beyond the time the supervisor announced for the work itself
+MAX_READING = 64          # connections that have not sent their request yet
+MAX_PARKED = 256          # connections waiting for the end of a reload or stop
+IDLE_TIMEOUT = 10.0       # for a client to send its request
 
 
 def control_path(name=None, control=None, client=False):
@@ -50,175 +50,295 @@ def control_path(name=None, control=None, client=False):
     return path
 
 
+def peer_uid(sock):
+    return _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                            _PEERCRED.size))[1]
+
+
 class Connection:
-    def __init__(self, sock):
+    def __init__(self, sock, server):
         self.sock = sock
+        self.server = server
         self.buffer = b""
         self.request = None     # the parsed request, for whoever answers it later
 
     def fileno(self):
         return self.sock.fileno()
 
-    def reply(self, obj):
+    def send(self, obj):
         """Send one line; a client that went away is simply forgotten."""
         try:
             self.sock.setblocking(True)
             self.sock.settimeout(5)
-            self.sock.sendall(json.dumps(obj).encode() + b"\n")
+            self.sock.sendall(encode(obj))
         except OSError:
             pass
-        finally:
-            self.close()
+
+    def accepted(self, wait):
+        """Tell a waiting client that asked for it ("ack") the supervisor has its request
+        and the work may take up to wait seconds."""
+        if (self.request or {}).get("ack"):
+            self.send({"accepted": True, "wait": round(wait, 3)})
+
+    def reply(self, obj):
+        self.send(obj)
+        self.close()
 
     def close(self):
+        if self.server is not None:
+            self.server.forget(self)
         self.sock.close()
 
 
 class ControlServer:
-    """Listens on the control socket; refuses to displace a live supervisor."""
+    """Listens on the control socket; refuses to displace a live supervisor or to remove
+    anything it did not create."""
 
     def __init__(self, path):
         self.path = path
         directory = os.path.dirname(path)
-        self.created_dir = not os.path.isdir(directory)
-        try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        except OSError as e:
-            raise ControlError("cannot create %s: %s (use --control PATH in a writable "
-                               "directory)" % (directory, e.strerror))
+        self.created_dirs = make_dirs(directory)
+        if not self.created_dirs:       # not made by us just now: is it private?
+            check_default_dir(directory)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        lock = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+        lock = None
         try:
+            lock = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
             # Two pyboss starting at once must not both decide the socket is stale.
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self._claim(path)
+            claim(path)
             old = os.umask(0o177)
             try:
                 self.sock.bind(path)
             finally:
                 os.umask(old)
             self.sock.listen(64)
-        except OSError as e:
+            self.inode = os.stat(path).st_ino
+        except BaseException as e:
             self.sock.close()
-            raise ControlError("cannot create control socket %s: %s (use --control PATH "
-                               "in a writable directory)" % (path, e.strerror))
-        except BaseException:
-            self.sock.close()
+            remove_dirs(self.created_dirs)
+            if isinstance(e, OSError):
+                raise ControlError("cannot create control socket %s: %s (use --control PATH "
+                                   "in a directory you may write to)" % (path, e.strerror))
             raise
         finally:
-            os.close(lock)
-        self.inode = os.stat(path).st_ino
+            if lock is not None:
+                os.close(lock)
         self.sock.setblocking(False)
+        self._connections()
+
+    def _connections(self):
+        self.loop = self.handler = self.log = None
+        self.reading = {}      # connection -> its idle timer, oldest first
+        self.parked = set()
+        self.reserve = None
 
     @classmethod
-    def adopt(cls, sock, path, inode, created_dir):
+    def adopt(cls, sock, path, inode, created_dirs):
         """The same server in a new process image (see supervise.py)."""
         server = cls.__new__(cls)
-        server.sock, server.path, server.inode, server.created_dir = sock, path, inode, created_dir
+        server.sock, server.path, server.inode = sock, path, inode
+        server.created_dirs = list(created_dirs)
         sock.setblocking(False)
+        server._connections()
         return server
-
-    def _claim(self, path):
-        if not os.path.lexists(path):
-            return
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            probe.connect(path)
-        except (ConnectionRefusedError, FileNotFoundError):
-            os.unlink(path)     # left behind by a pyboss that was killed
-            return
-        finally:
-            probe.close()
-        raise ControlError("another pyboss is already running with control socket %s: "
-                           "stop it first, or give this one another --name" % path)
 
     def fileno(self):
         return self.sock.fileno()
 
-    def accept(self):
-        """Accept one client if it is our own user or root, else None."""
+    # -- serving, within bounds ------------------------------------------------------
+
+    def serve(self, loop, handler, log):
+        """Accept clients in loop; handler(conn, request) gets every valid request."""
+        self.loop, self.handler, self.log = loop, handler, log
+        self.reserve = FdReserve()
+        loop.watch(self, self.on_accept)
+
+    def on_accept(self):
+        sock = self._accept()
+        if sock is None:
+            return
+        if peer_uid(sock) not in (0, os.geteuid()):
+            return sock.close()
+        if len(self.reading) >= MAX_READING:
+            next(iter(self.reading)).close()      # the oldest idle client makes room
+        sock.setblocking(False)
+        conn = Connection(sock, self)
+        self.reading[conn] = self.loop.call_later(IDLE_TIMEOUT, conn.close)
+        self.loop.watch(conn, lambda: self.on_readable(conn))
+
+    def _accept(self):
         try:
-            sock, _ = self.sock.accept()
+            return self.sock.accept()[0]
         except (BlockingIOError, InterruptedError):
             return None
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-        _pid, uid, _gid = _PEERCRED.unpack(creds)
-        if uid not in (0, os.geteuid()):
-            sock.close()
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                raise
+            if self.reading:
+                next(iter(self.reading)).close()  # an fd for the client that waits
+                return None
+            self.log("fd-exhausted", "out of file descriptors: a control client was turned "
+                     "away", level="warning")
+            if not self.reserve.shed(self.sock):
+                # Not even one fd: stop polling the socket for a moment, not at 100% CPU.
+                self.loop.unwatch(self)
+                self.loop.call_later(0.1, lambda: self.loop.watch(self, self.on_accept))
             return None
-        sock.setblocking(False)
-        return Connection(sock)
+
+    def on_readable(self, conn):
+        try:
+            request = self.read_request(conn)
+        except (EOFError, OSError):
+            return conn.close()
+        except BadRequest as e:
+            return conn.reply({"ok": False, "error": str(e)})
+        if request is None:
+            return
+        self.forget(conn)
+        if len(self.parked) >= MAX_PARKED:
+            return conn.reply({"ok": False, "error": "too many clients waiting (%d): try "
+                               "again later" % MAX_PARKED})
+        self.parked.add(conn)
+        self.handler(conn, request)
 
     @staticmethod
     def read_request(conn):
-        """A parsed request once a full line arrived; None while waiting; raises EOFError."""
+        """The parsed request once a full line arrived; None while waiting; raises
+        EOFError when the client went away, BadRequest when the request is bad."""
         try:
-            data = conn.sock.recv(65536)
+            data = conn.sock.recv(MAX_REQUEST + 1)
         except (BlockingIOError, InterruptedError):
             return None
         if not data:
             raise EOFError
         conn.buffer += data
         if b"\n" not in conn.buffer:
-            if len(conn.buffer) > 65536:
-                raise EOFError
+            if len(conn.buffer) > MAX_REQUEST:
+                raise BadRequest("request longer than %d bytes" % MAX_REQUEST)
             return None
-        line = conn.buffer.split(b"\n", 1)[0]
-        try:
-            request = json.loads(line)
-            if not isinstance(request, dict):
-                raise ValueError
-        except ValueError:
-            request = {"command": None}
-        conn.request = request
-        return request
+        conn.request = parse_request(conn.buffer.split(b"\n", 1)[0])
+        return conn.request
+
+    def forget(self, conn):
+        timer = self.reading.pop(conn, None)
+        if timer is not None:
+            timer.cancel()
+            self.loop.unwatch(conn)
+        self.parked.discard(conn)
 
     def close(self):
+        for conn in list(self.reading):
+            conn.close()     # parked ones still get their answer from the supervisor
+        if self.reserve is not None:
+            self.reserve.close()
         self.sock.close()
         try:
             if os.stat(self.path).st_ino == self.inode:
                 os.unlink(self.path)
         except OSError:
             pass
-        if self.created_dir:
-            try:
-                os.rmdir(os.path.dirname(self.path))
-            except OSError:
-                pass
+        remove_dirs(self.created_dirs)
 
 
-def request(path, obj, timeout=None):
-    """Send one request and return the supervisor's reply (a dict)."""
+# -- the client side --------------------------------------------------------------------
+
+def request(path, obj, timeout=DEFAULT_TIMEOUT):
+    """Send one request and return the supervisor's answer (a dict), or raise ControlError
+    saying why there is none: nobody there, an impostor, no answer within timeout
+    (for work the supervisor accepted: within the time it announced, plus a margin)."""
+    if os.path.dirname(path) == os.path.normpath(runtime_dir()):
+        check_default_dir(os.path.dirname(path))
+    deadline = time.monotonic() + timeout
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    sock.settimeout(timeout)
     try:
-        try:
-            sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise ControlError("no pyboss is running with control socket %s (start it with "
-                               "'pyboss exec', or pass the right --name/--control)" % path)
-        except PermissionError:
-            raise ControlError("permission denied on %s: only the user running pyboss, or "
-                               "root, may control it" % path)
-        sock.sendall(json.dumps(obj).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    except socket.timeout:
-        raise ControlError("no answer from pyboss on %s within %ss" % (path, timeout))
-    except OSError as e:
-        if e.errno in (errno.ECONNRESET, errno.EPIPE):
-            data = b""
-        else:
-            raise ControlError("control socket %s: %s" % (path, e.strerror))
+        _connect(sock, path, timeout)
+        uid = peer_uid(sock)
+        if uid not in (0, os.geteuid()):
+            raise ControlError("refusing %s: it is served by uid %d, not by you (uid %d) or "
+                               "root; another user may be impersonating pyboss"
+                               % (path, uid, os.geteuid()))
+        _send(sock, encode(dict(obj, ack=True)), path, timeout, deadline)
+        buffer = bytearray()
+        reply = _read_reply(sock, buffer, path, timeout, deadline)
+        if reply.get("accepted"):
+            limit = announced_wait(reply, 10 * 365 * 86400)
+            wait = max(timeout, limit + MARGIN)
+            reply = _read_reply(sock, buffer, path, wait, time.monotonic() + wait, accepted=True)
+        return reply
     finally:
         sock.close()
-    if not data:
-        return None      # the supervisor closed the connection: it exited
-    return json.loads(data)
+
+
+def _connect(sock, path, timeout):
+    # Blocking with SO_SNDTIMEO: connect() then waits for room in a full backlog (a
+    # non-blocking one would fail at once with EAGAIN while pyboss works through it).
+    timeout = max(timeout, 0.001)     # SO_SNDTIMEO 0 would mean "forever"
+    seconds = int(timeout)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                    struct.pack("ll", seconds, int((timeout - seconds) * 1e6)))
+    try:
+        sock.connect(path)
+    except BlockingIOError:
+        raise ControlError(_no_answer(path, timeout))
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise NotRunning("no pyboss is running with control socket %s (start it with "
+                           "'pyboss exec', or pass the right --name/--control)" % path)
+    except PermissionError:
+        raise ControlError("permission denied on %s: only the user running pyboss, or "
+                           "root, may control it" % path)
+    except socket.timeout:
+        raise ControlError(_no_answer(path, timeout))
+    except OSError as e:
+        raise ControlError("control socket %s: %s" % (path, e.strerror))
+
+
+def _no_answer(path, timeout, accepted=False):
+    what = "did not finish within %g s after accepting the request" if accepted else \
+        "did not answer within %g s"
+    return ("pyboss " + what + " (control socket %s): it may be stopped or overloaded; "
+            "try again with a longer --timeout") % (timeout, path)
+
+
+def _send(sock, data, path, timeout, deadline):
+    try:
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        sock.sendall(data)
+    except socket.timeout:
+        raise ControlError(_no_answer(path, timeout))
+    except OSError as e:
+        if e.errno not in (errno.EPIPE, errno.ECONNRESET):
+            raise ControlError("control socket %s: %s" % (path, e.strerror))
+        # Closed on us: the read below reports it as an exit before answering.
+
+
+def _read_reply(sock, buffer, path, timeout, deadline, accepted=False):
+    """The next line, parsed; ControlError on timeout, EOF or garbage."""
+    while b"\n" not in buffer:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ControlError(_no_answer(path, timeout, accepted))
+        try:
+            sock.settimeout(left)
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            raise ControlError(_no_answer(path, timeout, accepted))
+        except OSError as e:
+            if e.errno != errno.ECONNRESET:
+                raise ControlError("control socket %s: %s" % (path, e.strerror))
+            chunk = b""
+        if not chunk:
+            raise ControlError("pyboss closed the connection on %s without answering: it "
+                               "exited or failed before the work was done (see its log)" % path)
+        buffer += chunk
+        if len(buffer) > MAX_REPLY:
+            raise ControlError("the answer on %s is longer than %d bytes" % (path, MAX_REPLY))
+    line, _, rest = bytes(buffer).partition(b"\n")
+    buffer[:] = rest
+    try:
+        return parse_reply(line)
+    except ValueError:
+        raise ControlError("the answer on %s is not a pyboss reply: %r" % (path, line[:80]))
 
 
 def open_notify_socket(directory):
@@ -230,55 +350,3 @@ def open_notify_socket(directory):
         os.rmdir(private)
         raise ControlError("cannot create the notify socket in %s: %s"
                            % (private, e.strerror or e))
-
-
-def _clock(timestamp):
-    return time.strftime("%H:%M:%S", time.localtime(timestamp))
-
-
-def _ready(ready_after):
-    return "ready after %.3fs" % ready_after if ready_after is not None else "not ready"
-
-
-def format_status(status):
-    """A status reply as the lines `pyboss status` prints."""
-    lines = []
-    lines.append("pyboss %r (pid %d): %s" % (status["name"], status["pid"], status["state"]))
-    lines.append("  command: %s" % " ".join(status["command"]))
-    if status.get("workers", 1) != 1 or status.get("reload_strategy", "all") != "all":
-        lines.append("  workers: %d, reload strategy %s" % (status["workers"],
-                                                             status["reload_strategy"]))
-    lines.append("  listeners:")
-    for l in status["listeners"]:
-        lines.append("    %-12s %-6s %-28s %s" % (l["name"], l["kind"], l["address"], l["origin"]))
-    lines.append("  generations:")
-    for g in status["generations"]:
-        workers = g.get("workers", [])
-        if status.get("workers", 1) == 1 and len(workers) <= 1:
-            lines.append("    #%-4d pid %-8d %-9s started %s  %s%s" % (
-                g["number"], g["pid"], g["state"], _clock(g["started"]),
-                _ready(g["ready_after"]), "  (%s)" % g["status"] if g.get("status") else ""))
-            continue
-        lines.append("    #%-4d %-9s started %s  %s" % (
-            g["number"], g["state"], _clock(g["started"]), _ready(g["ready_after"])))
-        for w in workers:
-            lines.append("      slot %-3d pid %-8d %-9s %s%s%s" % (
-                w["slot"], w["pid"], w["state"], _ready(w["ready_after"]),
-                "  generation %d" % w["generation"] if w["generation"] != g["number"] else "",
-                "  (%s)" % w["status"] if w.get("status") else ""))
-    if status["reloads"]:
-        lines.append("  last reloads:")
-    for r in status["reloads"]:
-        lines.append("    #%-4d %-7s %.3fs at %s%s" % (
-            r["generation"], r["outcome"], r["duration"],
-            time.strftime("%H:%M:%S", time.localtime(r["requested"])),
-            ": " + r["reason"] if r["reason"] else ""))
-    changes = status.get("reload_on_change")
-    if changes:
-        lines.append("  reload on change: %s" % ", ".join(changes["paths"]))
-        lines.append("    %d change(s): %d reloaded, %d failed%s" % (
-            changes["changes"], changes["reloaded"], changes["failed"],
-            " (last: %s)" % changes["last_error"] if changes["failed"] else ""))
-    if status.get("orphans", {}).get("reaped"):
-        lines.append("  orphans reaped: %d" % status["orphans"]["reaped"])
-    return "\n".join(lines)

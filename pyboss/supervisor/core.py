@@ -13,7 +13,8 @@ from collections import deque
 
 from .. import sd
 from .generation import DRAINING, Generation, is_descendant
-from .loop import EventLoop
+from . import limits
+from .loop import EventLoop, describe_failure
 from .reaper import Reaper
 from .watch import ChangeReloads
 from .rolling import RollingReload
@@ -58,7 +59,7 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
         self.exit_code = 0
         self.fatal = None
         self.init_slots()
-        self.watch(control, self.on_control)
+        control.serve(self, self.on_request, log)
         self.watch(notify, self.on_notify)
         self.reaper = Reaper(self)            # orphans, and generations as whole trees
         self.handle_SIGCHLD = self.reaper.reap
@@ -67,14 +68,23 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
     # -- life cycle -------------------------------------------------------------
 
     def run(self):
+        limits.raise_nofile()
         self.install_signals()
+        failed = False
         try:
             self.spawn("start")
             self.run_forever()
+        except BaseException:         # noqa: BLE001 - pyboss's own bug: the app lives on
+            failed = True
+            self.event_failed(self.run_forever, fatal=True)
+            self.exit_code = 70       # EX_SOFTWARE
         finally:
             self.restore_signals()
-            self.shutdown()
+            self.shutdown(abandon=failed)
         return self.exit_code
+
+    def event_failed(self, callback, fatal=False):
+        self.log("bug", describe_failure(callback, fatal), level="error")
 
     def generations(self):
         gens = [self.current, self.pending] + self.old
@@ -325,14 +335,13 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
             self.log("fatal", message, level="error")
         self.stop()
 
-    def shutdown(self):
-        for gen in self.generations():      # only after an exception: make sure
-            for worker in gen.workers.values():
-                if worker.alive:
-                    worker.signal(signal.SIGKILL)
-                    os.waitpid(worker.pid, 0)
-                worker.close()
-        self.listeners.close(final=True)
+    def shutdown(self, abandon=False):
+        """After a stop nothing is left to kill. After pyboss's own failure (abandon) the
+        generations keep serving on their sockets: pyboss never takes the app down with it."""
+        for gen in self.generations():
+            self.log("abandoned", "pyboss is failing: %s keeps running without it" % gen,
+                     level="error", generation=gen.number, pid=gen.pid)
+        self.listeners.close(final=not self.generations())
         self.notify.close()
         self.control.close()
         self.close()
@@ -342,34 +351,26 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
 
     # -- control socket ---------------------------------------------------------------
 
-    def on_control(self):
-        conn = self.control.accept()
-        if conn is not None:
-            self.watch(conn, lambda: self.on_request(conn))
-
-    def on_request(self, conn):
-        try:
-            request = self.control.read_request(conn)
-        except (EOFError, OSError):
-            self.unwatch(conn)
-            return conn.close()
-        if request is None:
-            return
-        self.unwatch(conn)
-        command = request.get("command")
+    def on_request(self, conn, request):
+        """A valid request from the control server (control_wire checked it)."""
+        command = request["command"]
         if command == "status":
             conn.reply(self.status())
         elif command == "reload" and request.get("wait"):
+            # The pending generation's time, then this reload's own if it is a follow-up.
+            conn.accepted((2 if self.pending else 1) * self.reload_time()
+                          + self.settings.backoff_max)
             self.request_reload(conn)
         elif command == "reload":
             self.request_reload()
             conn.reply({"ok": True, "queued": True})
-        elif command == "stop":
-            self.stop(conn)
         elif command == "scale":
+            # New workers get --ready-timeout each, and a failing one its backoff.
+            conn.accepted(self.settings.ready_timeout + self.settings.backoff_max)
             self.scale(request.get("workers"), conn)
         else:
-            conn.reply({"ok": False, "error": "unknown command %r" % command})
+            conn.accepted(self.settings.stop_timeout)
+            self.stop(conn)
 
     def state(self):
         if self.stopping:
@@ -377,16 +378,6 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
         if self.current is None:
             return "starting"
         return "reloading" if self.pending is not None else "serving"
-
-    def status_line(self):
-        if self.current is None:
-            return "no generation serving"
-        numbers = sorted({w.number for w in self.current.workers.values()})
-        if len(numbers) > 1:    # a rolling reload that stopped half-way
-            return "serving generations %s (pids %s)" % (
-                " and ".join(map(str, numbers)),
-                ", ".join(str(w.pid) for w in self.current.by_slot()))
-        return "serving %s" % self.current
 
     def status(self):
         return {"ok": True, "name": self.settings.name, "pid": os.getpid(),

@@ -10,6 +10,7 @@ import signal
 import time
 
 from .. import sd
+from . import limits
 from .reaper import proc_stat
 
 STARTING, SERVING, DRAINING, EXITED = "starting", "serving", "draining", "exited"
@@ -56,6 +57,7 @@ def _exec_child(argv, env, fds, error_fd):
         for sig in getattr(fds, "ignored_signals", ()):
             signal.signal(sig, signal.SIG_IGN)
         signal.set_wakeup_fd(-1)
+        limits.restore_for_child()
         explicit = isinstance(fds, dict)
         layout = fds if explicit else {sd.SD_LISTEN_FDS_START + i: fd for i, fd in enumerate(fds)}
         count = 0 if explicit else len(layout)      # LISTEN_FDS only for the 3.. layout
@@ -121,7 +123,15 @@ class Worker:
             os.close(error_r)
             _exec_child(argv, env, fds, error_w)
         os.close(error_w)
-        return cls(number, slot, pid, os.pidfd_open(pid), error_r, named_slot)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            # Out of fds: a child pyboss cannot watch must not run on unsupervised.
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(error_r)
+            raise
+        return cls(number, slot, pid, pidfd, error_r, named_slot)
 
     def __repr__(self):
         if self.named_slot:

@@ -9,6 +9,7 @@ import itertools
 import os
 import selectors
 import signal
+import sys
 import time
 from collections import deque
 
@@ -76,17 +77,36 @@ class EventLoop:
             for key, _ in self.selector.select(timeout):
                 # An earlier callback in this batch may have unwatched this one.
                 if self.selector.get_map().get(key.fd) is key:
-                    key.data()
+                    self.dispatch(key.data)
             now = time.monotonic()
             while self._timers and self._timers[0][0] <= now:
                 timer = heapq.heappop(self._timers)[2]
                 if not timer.cancelled:
-                    timer.callback()
+                    self.dispatch(timer.callback)
             while self._signals:
                 name = signal.Signals(self._signals.popleft()).name
-                getattr(self, "handle_" + name)()
+                self.dispatch(getattr(self, "handle_" + name))
+
+    def dispatch(self, callback):
+        """One event's bug is one event's problem: the loop goes on."""
+        try:
+            callback()
+        except Exception:       # noqa: BLE001 - whatever it was, it must not end the loop
+            self.event_failed(callback)
+
+    def event_failed(self, callback, fatal=False):
+        """A hook: report an unexpected exception raised while handling one event."""
+        sys.stderr.write(describe_failure(callback, fatal) + "\n")
 
     def close(self):
         self.selector.close()
         os.close(self._wakeup_r)
         os.close(self._wakeup_w)
+
+
+def describe_failure(callback, fatal):
+    """The exception being handled, with its traceback, as one log message."""
+    import traceback
+    return "unexpected error in %s; %s:\n%s" % (
+        getattr(callback, "__qualname__", callback),
+        "pyboss cannot go on" if fatal else "pyboss carries on", traceback.format_exc().rstrip())

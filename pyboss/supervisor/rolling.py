@@ -26,6 +26,13 @@ class RollingReload:
 
     roll = None
 
+    def reload_time(self):
+        """The longest a reload may take: --ready-timeout per batch of new workers."""
+        if self.settings.reload_strategy != "rolling":
+            return self.settings.ready_timeout
+        batches = -(-self.settings.workers // self.settings.max_surge)
+        return batches * self.settings.ready_timeout
+
     def start_roll(self):
         self.number += 1
         self.pending, self.pending_purpose = Generation(self.number), "reload"

@@ -33,7 +33,7 @@ def hand_off(settings, listeners, control, notify, quiet):
                        "created_path": l.created_path, "created_inode": l.created_inode}
                       for l in listeners],
         "control": {"fd": _inherit(control.sock), "path": control.path,
-                    "inode": control.inode, "created_dir": control.created_dir},
+                    "inode": control.inode, "created_dirs": control.created_dirs},
         "notify": {"fd": _inherit(notify.sock), "bound_path": notify.bound_path,
                    "private_dir": notify.private_dir},
     }
@@ -60,7 +60,7 @@ def main():
                                       l["created_path"], l["created_inode"])
                              for l in state["listeners"]])
     c = state["control"]
-    control = ControlServer.adopt(_adopt(c["fd"]), c["path"], c["inode"], c["created_dir"])
+    control = ControlServer.adopt(_adopt(c["fd"]), c["path"], c["inode"], c["created_dirs"])
     n = state["notify"]
     notify = NotifyReceiver(sock=_adopt(n["fd"]), private_dir=n["private_dir"])
     notify.bound_path = n["bound_path"]

@@ -238,6 +238,16 @@ class WorkerSlots:
         for waiter in waiters:
             waiter.reply({"ok": False, "error": "%s; pyboss tries again with backoff" % reason})
 
+    def status_line(self):
+        if self.current is None:
+            return "no generation serving"
+        numbers = sorted({w.number for w in self.current.workers.values()})
+        if len(numbers) > 1:    # a rolling reload that stopped half-way
+            return "serving generations %s (pids %s)" % (
+                " and ".join(map(str, numbers)),
+                ", ".join(str(w.pid) for w in self.current.by_slot()))
+        return "serving %s" % self.current
+
     def handle_SIGTTIN(self):
         self.scale(self.settings.workers + 1)
 
