@@ -38,6 +38,23 @@ def write_app(directory, flags=""):
     return app, flags_file
 
 
+IMPORT_ERROR = "ImportError: no module named nope"
+
+
+def write_breakable_app(directory):
+    """The demo app, announcing itself on stdout; while the returned marker file exists the
+    next build is broken: a Python traceback ending in IMPORT_ERROR, exit status 1."""
+    marker = os.path.join(directory, "broken")
+    app = os.path.join(directory, "breakable-app")
+    with open(app, "w") as f:
+        f.write("#!/bin/sh\n"
+                "echo \"generation $PYBOSS_GENERATION starting as pid $$\"\n"
+                "if [ -e %s ]; then exec %s -c 'raise ImportError(\"no module named nope\")'; fi\n"
+                "exec %s -m pyboss.demo\n" % (marker, PYTHON, PYTHON))
+    os.chmod(app, 0o755)
+    return app, marker
+
+
 class Notifications:
     """A NOTIFY_SOCKET for pyboss itself, so tests await READY=1 instead of sleeping."""
 

@@ -33,6 +33,16 @@ def run_exec(tmp_path, *args, user=None):
     (["--socket-mode", "rw", "--", "true"], "invalid --socket-mode 'rw': give an octal mode like 0660"),
     (["--name", "../x", "--", "true"], "invalid --name '../x': use up to 64 letters, digits, "
      "'_', '-', '.', '@', not starting with '.'"),
+    (["--metrics", "unix:/tmp/m.sock", "--", "true"], "invalid --metrics 'unix:/tmp/m.sock': "
+     "give HOST:PORT, e.g. 127.0.0.1:9100"),
+    (["--metrics", "udp://127.0.0.1:9100", "--", "true"], "invalid --metrics "
+     "'udp://127.0.0.1:9100': give HOST:PORT"),
+    (["--metrics", "127.0.0.1:99999", "--", "true"], "invalid --metrics '127.0.0.1:99999'"),
+    (["--metrics-textfile", "/nonexistent-pyboss-dir/m.prom", "--", "true"], "cannot write "
+     "--metrics-textfile /nonexistent-pyboss-dir/m.prom: give a file in an existing, "
+     "writable directory"),
+    (["--metrics-textfile", "/tmp", "--", "true"], "cannot write --metrics-textfile /tmp: "
+     "give a file"),
 ])
 def test_bad_exec_arguments_give_one_line_and_exit_2(tmp_path, args, message):
     result = run_exec(tmp_path, *args)
@@ -45,18 +55,19 @@ def test_bad_exec_arguments_give_one_line_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "run").exists()
 
 
-def test_address_in_use_is_one_line_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("option, prefix", [("--listen", ""), ("--metrics", "--metrics: ")])
+def test_address_in_use_is_one_line_and_leaves_nothing(tmp_path, option, prefix):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         result = run_exec(tmp_path, "--listen", "unix:%s" % (tmp_path / "a.sock"),
-                          "--listen", "127.0.0.1:%d" % port, "--", "true")
+                          option, "127.0.0.1:%d" % port, "--", "true")
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     # The holder is this very test process.
-    assert line.startswith("pyboss exec: cannot listen on tcp://127.0.0.1:%d: Address already "
-                           "in use (held by pid %d (" % (port, os.getpid())), line
+    assert line.startswith("pyboss exec: %scannot listen on tcp://127.0.0.1:%d: Address "
+                           "already in use (held by pid %d (" % (prefix, port, os.getpid())), line
     assert line.endswith("); stop it or choose another port)"), line
     # The unix socket bound before the failure was removed again.
     assert os.listdir(tmp_path) == []

@@ -77,6 +77,24 @@ def test_benchmark_refuses_an_unknown_scenario_with_exit_2():
     assert b"no scenario '9'" in done.stderr
 
 
+def test_quick_observability_benchmark_measures_idle_cost_and_relay_throughput(tmp_path):
+    out = tmp_path / "observability.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.observability", "--quick",
+                           "--json", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    idle = {row["what"]: row for row in figures["idle"]}
+    assert set(idle) == {"bare python3 sleep", "pyboss, metrics off",
+                         "pyboss, --metrics and --metrics-textfile"}
+    assert all(row["rss_kib"] > 0 for row in idle.values())
+    throughput = {row["writes"]: row for row in figures["log_throughput"]}
+    assert set(throughput) == {"block-buffered writes", "one write per line"}
+    # The relayed log arrived whole (the run waits for every prefixed line).
+    assert all(row["captured_mib_s"] > 0 and row["ratio"] > 0 for row in throughput.values())
+    assert "captured / direct" in done.stdout
+
+
 def test_quick_workers_benchmark_shows_two_pids_and_no_pyboss_error(tmp_path):
     done = subprocess.run([sys.executable, "-m", "benchmarks.workers", "--quick", "--out",
                            str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,

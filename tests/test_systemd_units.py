@@ -34,3 +34,23 @@ def test_generated_units_serve_the_demo_under_socket_activation(systemd_ns, tmp_
     ns.systemctl("stop", "demo.service")
     assert ns.unit_processes("demo.service") == []
     assert ns.systemctl("is-active", "demo.socket").stdout.strip() == "active"
+
+
+def test_generated_units_let_a_failed_reload_say_why(systemd_ns, tmp_path):
+    # The hardened unit (DynamicUser=, PrivateTmp=, ProtectSystem=strict) must still let
+    # pyboss read a failed generation's last lines back from the journal.
+    units = tmp_path / "units"
+    units.mkdir()
+    marker = "/run/pyboss-test-broken-build"      # /run of the namespace: the unit sees it
+    script = ('echo "generation $PYBOSS_GENERATION starting"; if [ -e %s ]; then exec "$0" -c '
+              '"raise ImportError(\'no module named nope\')"; fi; exec "$0" -m pyboss.demo' % marker)
+    written = pyboss("units", "demo", "--listen", "http=127.0.0.1:8080", "--ready-timeout", "20",
+                     "--output", units, "--", "/bin/sh", "-c", script, sys.executable)
+    assert written.returncode == 0, written.stderr
+    ns = systemd_ns(units)
+    ns.systemctl("start", "demo.socket", "demo.service")
+    ns.run(["touch", marker])
+    result = ns.run(["timeout", "60", "systemctl", "reload", "demo.service"], check=False)
+    assert result.returncode != 0
+    status = ns.systemctl("status", "demo.service", check=False).stdout
+    assert "ImportError: no module named nope; serving generation 1" in status, status

@@ -87,7 +87,7 @@ def test_twenty_reloads_under_load_fail_no_request(start_pyboss, app, strategy):
             assert result.returncode == 0, result.stderr
     assert not load.errors, load.errors[:5]
     serving = wait_for_workers(boss, 2)
-    assert {w["generation"] for w in serving.values()} == {21}
+    assert {w["number"] for w in serving.values()} == {21}
     assert {2, 21} <= load.generations()
     print("%s: %d requests, worst %.1f ms" % (strategy, len(load.results),
                                               load.worst_latency * 1000))
@@ -106,8 +106,8 @@ def test_rolling_reload_where_the_second_new_worker_fails_keeps_one_of_two_repla
     assert "exited with status 5" in result.stderr
     assert not load.errors, load.errors[:5]
     after = wait_for_workers(boss, 2)
-    assert after[0]["generation"] == 2 and after[0]["pid"] != before[0]["pid"]
-    assert after[1]["generation"] == 1 and after[1]["pid"] == before[1]["pid"]
+    assert after[0]["number"] == 2 and after[0]["pid"] != before[0]["pid"]
+    assert after[1]["number"] == 1 and after[1]["pid"] == before[1]["pid"]
     text = boss.cli("status").stdout
     assert "generation 2" in text and "reload strategy rolling" in text, text
     assert boss.status()["reloads"][-1]["outcome"] == "failed"
@@ -129,7 +129,7 @@ def test_sigkilled_worker_is_respawned_alone_and_no_request_is_refused(start_pyb
     assert all(e.startswith(("ConnectionResetError", "ValueError: bad reply: b''"))
                for e in load.errors), load.errors[:5]
     assert after[0]["pid"] == before[0]["pid"] and pid_alive(before[0]["pid"])
-    assert after[1]["generation"] == 1, "the slot was respawned within its generation"
+    assert after[1]["number"] == 1, "the slot was respawned within its generation"
     assert "generation 1 worker 1 (pid %d) killed by SIGKILL while serving" % before[1]["pid"] \
         in boss.output()
     assert "starting a new worker in slot 1" in boss.output()

@@ -10,7 +10,7 @@ from .. import sd
 from ..errors import UserError
 from ..options import SECONDS, SignalType, check_executable
 from ..supervisor.control import ControlError, ControlServer, control_path, open_notify_socket
-from ..listeners import ListenError, ListenerSet, parse_spec
+from ..listeners import ListenError, ListenerSet, bind, parse_spec
 from ..systemd.fdstore import FdStore
 from ..supervisor.log import EventLog
 from ..supervisor.supervise import hand_off
@@ -42,6 +42,29 @@ def checked_watch_paths(paths, debounce):
             raise UserError("--reload-on-change needs inotify, which this system refuses (%s): "
                             "raise fs.inotify.max_user_instances" % e.strerror)
     return [os.path.abspath(p) for p in paths]
+
+
+def checked_metrics_address(text):
+    if text is None:
+        return None
+    try:
+        spec = parse_spec(text, "metrics")
+    except ListenError:
+        spec = None
+    if spec is None or spec.kind != "tcp" or "=" in text or "://" in text:
+        raise UserError("invalid --metrics %r: give HOST:PORT, e.g. 127.0.0.1:9100" % text)
+    return spec
+
+
+def checked_textfile(path):
+    if path is None:
+        return None
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    if os.path.isdir(path) or not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise UserError("cannot write --metrics-textfile %s: give a file in an existing, "
+                        "writable directory" % path)
+    return path
 
 
 @click.command("exec", context_settings={"allow_interspersed_args": False})
@@ -82,6 +105,20 @@ def checked_watch_paths(paths, debounce):
 @click.option("--crash-limit", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="Give up (exit 1) after this many generations in a row exited without "
                    "ever becoming ready; systemd's Restart= can take over from there.")
+@click.option("--capture-output", is_flag=True,
+              help="Relay every generation's stdout and stderr through pyboss, each line "
+                   "prefixed with '[gen N] ', and keep the last lines so that a failed reload "
+                   "says why. Costs a copy of every byte through pyboss, and if pyboss dies "
+                   "the app's next write fails (EPIPE or SIGPIPE). Under systemd it is not "
+                   "needed: each generation gets a journal stream of its own. Default: the "
+                   "generations write where pyboss writes.")
+@click.option("--metrics", "metrics_address", metavar="HOST:PORT",
+              help="Serve Prometheus metrics on http://HOST:PORT/metrics (e.g. "
+                   "127.0.0.1:9100), from pyboss's own event loop.")
+@click.option("--metrics-textfile", metavar="PATH",
+              help="Keep the same metrics in PATH (e.g. /var/lib/node_exporter/myapp.prom "
+                   "for node_exporter's textfile collector), replaced atomically after "
+                   "every event.")
 @click.option("--reload-on-change", "watched", metavar="PATH", multiple=True,
               help="Reload when PATH changes; repeatable. PATH is a file or a directory "
                    "(its entries), and need not exist yet (its creation counts). Files "
@@ -110,8 +147,8 @@ def checked_watch_paths(paths, debounce):
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def exec_command(name, control, listens, socket_mode, backlog, ready_after, ready_timeout,
                  drain_signal, drain_timeout, stop_signal, stop_timeout, max_draining,
-                 crash_limit, watched, reload_debounce, workers, reload_strategy, max_surge,
-                 quiet, command):
+                 crash_limit, capture_output, metrics_address, metrics_textfile, watched,
+                 reload_debounce, workers, reload_strategy, max_surge, quiet, command):
     """Run COMMAND as supervised generations on shared listening sockets.
 
     \b
@@ -147,6 +184,14 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     0.01 to 60); every SIGNAL a name (TERM, SIGTERM, term) or number of a signal
     the app can catch (not KILL or STOP). pyboss raises its own soft fd limit to
     the hard one; generations get the soft limit pyboss was started with.
+
+    \b
+    A failed reload says why: 'pyboss reload --wait', 'pyboss status', the
+    STATUS= pyboss sends to systemd and its log carry the last lines (up to 5,
+    up to 1 KiB) the failed generation wrote. Under systemd (JOURNAL_STREAM set)
+    every generation opens a journal stream of its own, so journald attributes
+    its lines to its own pid (journalctl _PID=N) and pyboss reads them back from
+    there; elsewhere only --capture-output gives pyboss the lines.
     """
     if not command:
         raise UserError("no COMMAND given: put the program to run after '--', e.g. "
@@ -173,9 +218,12 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
         raise UserError("listener name %r given twice: names must be unique" % duplicate)
     settings = Settings(list(command), name, ready_after, ready_timeout, drain_signal,
                         drain_timeout, stop_signal, stop_timeout, max_draining, crash_limit,
+                        capture_output=capture_output,
+                        metrics_textfile=checked_textfile(metrics_textfile),
                         reload_on_change=checked_watch_paths(watched, reload_debounce),
                         reload_debounce=reload_debounce, workers=workers,
                         reload_strategy=reload_strategy, max_surge=max_surge)
+    metrics_spec = checked_metrics_address(metrics_address)
     path = control_path(name, control)
     # A copy: the supervisor this process becomes reads NOTIFY_SOCKET from the environment.
     log, upstream = EventLog(name, quiet), Upstream(dict(os.environ))
@@ -191,10 +239,17 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
             notify = store.notify_receiver(sd.NotifyReceiver) or \
                 open_notify_socket(os.path.dirname(path))
             cleanup.callback(notify.close)
+            metrics = None
+            if metrics_spec is not None:
+                try:
+                    metrics = bind(metrics_spec).sock
+                except ListenError as e:
+                    raise ListenError("--metrics: %s" % e)
+                cleanup.callback(metrics.close)
         except (ListenError, ControlError, sd.ListenFdsError) as e:
             raise UserError(str(e))
         store.adopt(listeners, specs)
         store.drain(notify)
         store.sync(listeners, notify)
         cleanup.pop_all()   # from here the supervisor owns and removes them
-    return hand_off(settings, listeners, server, notify, quiet)
+    return hand_off(settings, listeners, server, notify, quiet, metrics)

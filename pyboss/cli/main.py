@@ -63,6 +63,10 @@ def ask(name, control, timeout, message):
 def reload_command(name, control, timeout, wait):
     """Start a new generation; drain the old one once the new one is ready.
 
+    A failed reload's reason is followed by the last lines (up to 5) the failed
+    generation wrote, each after '  | ', when pyboss has them: under systemd
+    from the generation's journal stream, elsewhere with 'exec --capture-output'.
+
     Without --wait, returns as soon as pyboss has the request. Requests made while
     a reload is under way coalesce into one follow-up reload. Use
     'ExecReload=pyboss reload --wait' under systemd so that 'systemctl reload'
@@ -71,6 +75,8 @@ def reload_command(name, control, timeout, wait):
     reply = ask(name, control, timeout, {"command": "reload", "wait": wait})
     if not reply.get("ok"):
         click.echo("pyboss reload: failed: %s" % reply.get("error"), err=True)
+        for line in reply.get("last_lines") or []:
+            click.echo("  | %s" % line, err=True)      # what the failed generation wrote last
         return 1
     if wait:
         click.echo("pyboss: reloaded: generation %d (pid %d) serving"
@@ -120,7 +126,12 @@ def scale_command(name, control, timeout, workers):
               "respawning after a crash, stopping, or no pyboss answering). For a Kubernetes "
               "exec readiness or liveness probe, or a container HEALTHCHECK.")
 def status_command(name, control, timeout, as_json, check):
-    """Show generations, listeners and the last reloads."""
+    """Show generations, listeners, the last reloads and the last failures.
+
+    Also pyboss's version and uptime, each generation's uptime, and the last lines
+    a failed generation wrote. --json prints every field; the README's
+    "pyboss status --json" section describes them.
+    """
     status = ask(name, control, timeout, {"command": "status"})
     if check:
         serving = [g for g in status.get("generations", []) if g.get("state") == "serving"]

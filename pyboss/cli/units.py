@@ -36,6 +36,9 @@ HARDENING = """\
 # - it needs a fixed user owning files: User=... instead of DynamicUser=yes
 # - it uses ctypes/cffi callbacks or a JIT: MemoryDenyWriteExecute=no
 # - it needs other system calls: adjust SystemCallFilter=
+# - a failed reload quotes the failed generation's last lines, which pyboss reads from
+#   the journal: not running as root, it needs SupplementaryGroups=systemd-journal
+#   (which lets the app read the whole journal too)
 {user}CapabilityBoundingSet=
 AmbientCapabilities=
 NoNewPrivileges=yes

@@ -11,7 +11,6 @@ import fcntl
 import os
 import socket
 import struct
-import tempfile
 import time
 
 from .. import sd
@@ -343,6 +342,8 @@ def _read_reply(sock, buffer, path, timeout, deadline, accepted=False):
 
 def open_notify_socket(directory):
     """pyboss's own NOTIFY_SOCKET, in a private 0700 directory beside the control socket."""
+    import tempfile     # here, not at the top: it brings shutil, random, bz2 and lzma (about
+    # 2 MiB) into the supervisor, which opens its notify socket before the hand-off anyway
     private = tempfile.mkdtemp(prefix=".pyboss-", dir=directory)
     try:
         return sd.NotifyReceiver(os.path.join(private, "notify"), private_dir=private)

@@ -15,6 +15,7 @@ from .. import sd
 from .generation import DRAINING, Generation, is_descendant
 from . import limits
 from .loop import EventLoop, describe_failure
+from .observe import Observations
 from .reaper import Reaper
 from .watch import ChangeReloads
 from .rolling import RollingReload
@@ -58,6 +59,7 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
         self.stop_waiters = []
         self.exit_code = 0
         self.fatal = None
+        self.observed = Observations(settings, self)   # counters, output, recent failures
         self.init_slots()
         control.serve(self, self.on_request, log)
         self.watch(notify, self.on_notify)
@@ -158,19 +160,21 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
             self.retire(gen, signal.SIGKILL, 0)
         if self.stopping:
             return
+        detail = reason + self.observed.failure(gen.failed_worker)   # its last lines, if known
+        gen.last_lines = gen.failed_worker.last_lines
         if self.pending_purpose == "reload" and self.current is not None:
             self.record_reload(gen, "failed", reason)
-            self.log("reload-failed", "reload failed: %s; %s keeps serving" % (reason, self.current),
+            self.log("reload-failed", "reload failed: %s; %s keeps serving" % (detail, self.current),
                      level="error", generation=gen.number, pid=gen.pid)
-            self.upstream.ready("reload failed: %s; %s" % (reason, self.status_line()))
-            self.answer({"ok": False, "error": reason})
+            self.upstream.ready("reload failed: %s; %s" % (detail, self.status_line()))
+            self.answer({"ok": False, "error": reason, "last_lines": gen.last_lines})
             self.start_followup()
             return
         self.failures += 1
-        self.answer({"ok": False, "error": reason})
+        self.answer({"ok": False, "error": reason, "last_lines": gen.last_lines})
         if gen.exec_failed and self.number == 1:
             return self.die(2, reason)      # bad input: the command line reports it
-        self.log("start-failed", reason, level="error", generation=gen.number, pid=gen.pid)
+        self.log("start-failed", detail, level="error", generation=gen.number, pid=gen.pid)
         if self.failures >= self.settings.crash_limit:
             return self.die(1, "giving up: %s failed %d times in a row without becoming ready "
                             "(last: %s)" % (self.settings.argv[0], self.failures, reason))
@@ -278,9 +282,7 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
 
     def record_reload(self, gen, outcome, reason):
         requested, started = self.reload_requested_at or (gen.started, gen.started_mono)
-        self.history.append({"generation": gen.number, "outcome": outcome, "reason": reason,
-                             "duration": round(time.monotonic() - started, 3),
-                             "requested": round(requested, 3)})
+        self.history.append(self.observed.reload(gen, outcome, reason, requested, started))
 
     # -- stop -----------------------------------------------------------------------
 
@@ -381,7 +383,7 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
 
     def status(self):
         return {"ok": True, "name": self.settings.name, "pid": os.getpid(),
-                "state": self.state(), "command": self.settings.argv,
+                "state": self.state(), "command": self.settings.argv, **self.observed.status(),
                 "workers": self.settings.workers, "reload_strategy": self.settings.reload_strategy,
                 "generations": [g.as_dict() for g in self.generations()],
                 "listeners": [l.as_dict() for l in self.listeners],

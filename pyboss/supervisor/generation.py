@@ -43,8 +43,10 @@ def is_descendant(pid, ancestor, depth=32):
     return False
 
 
-def _exec_child(argv, env, fds, error_fd):
+def _exec_child(argv, env, fds, error_fd, output=None):
     """Runs in the forked child: arrange fds 3.. and exec; never returns.
+
+    output, if any, points stdout and stderr elsewhere first (supervisor/output.py).
 
     fds is a list (placed at 3, 4, ... with LISTEN_PID set), or a dict
     {child fd: our fd} for layouts other programs expect (start_server's =FD);
@@ -57,6 +59,8 @@ def _exec_child(argv, env, fds, error_fd):
         for sig in getattr(fds, "ignored_signals", ()):
             signal.signal(sig, signal.SIG_IGN)
         signal.set_wakeup_fd(-1)
+        if output is not None:
+            output.in_child(env)
         limits.restore_for_child()
         explicit = isinstance(fds, dict)
         layout = fds if explicit else {sd.SD_LISTEN_FDS_START + i: fd for i, fd in enumerate(fds)}
@@ -103,15 +107,18 @@ class Worker:
         self.started = time.time()
         self.started_mono = time.monotonic()
         self.ready_after = None
+        self.ended_mono = None
         self.exit_status = None
         self.exit_reason = None
         self.deadline_timer = None    # the supervisor's pending timeout for this worker
         self.exec_failed = False
         self.failure = None           # why it never became ready, when pyboss knows better
         self.status_text = None       # the app's own STATUS=
+        self.last_lines = None        # what it wrote last, once it failed
+        self.on_close = []            # what else to do once it is gone (output relays)
 
     @classmethod
-    def spawn(cls, number, slot, argv, env, fds, named_slot=False):
+    def spawn(cls, number, slot, argv, env, fds, named_slot=False, output=None):
         error_r, error_w = os.pipe2(os.O_CLOEXEC)
         try:
             pid = os.fork()
@@ -121,7 +128,7 @@ class Worker:
             raise
         if pid == 0:
             os.close(error_r)
-            _exec_child(argv, env, fds, error_w)
+            _exec_child(argv, env, fds, error_w, output)
         os.close(error_w)
         try:
             pidfd = os.pidfd_open(pid)
@@ -176,20 +183,27 @@ class Worker:
         if pid == 0:
             return False
         self.exit_status = status
+        self.ended_mono = time.monotonic()
         if self.exit_reason is None:
             self.exit_reason = describe_status(status)
         self.state = EXITED
         return True
 
     def close(self):
+        hooks, self.on_close = self.on_close, []
+        for hook in hooks:
+            hook()
         for fd in (self.pidfd, self.exec_fd):
             if fd is not None:
                 os.close(fd)
         self.pidfd = self.exec_fd = None
 
     def as_dict(self):
-        return {"slot": self.slot, "generation": self.number, "pid": self.pid,
+        ended = time.monotonic() if self.ended_mono is None else self.ended_mono
+        return {"slot": self.slot, "number": self.number, "pid": self.pid,
                 "state": self.state, "started": round(self.started, 3),
+                "uptime": round(ended - self.started_mono, 3),
+                "exit": self.exit_reason, "failure": self.failure, "last_lines": self.last_lines,
                 "ready_after": None if self.ready_after is None else round(self.ready_after, 3),
                 "status": self.status_text}
 
@@ -209,6 +223,8 @@ class Generation:
         self.failure = None           # why it never became ready
         self.exec_failed = False      # ... because a worker could not be executed
         self.exited_pid = 0           # the last worker forgotten, for reports after it
+        self.failed_worker = None     # the worker whose failure failed the generation
+        self.last_lines = None        # what that worker wrote last
 
     def __repr__(self):
         pids = [w.pid for w in self.by_slot()] or [self.exited_pid]
@@ -273,6 +289,8 @@ class Generation:
     def as_dict(self):
         return {"number": self.number, "pid": self.pid, "state": self.state,
                 "started": round(self.started, 3),
+                "uptime": round(time.monotonic() - self.created_mono, 3),
+                "exit": None, "failure": self.failure, "last_lines": self.last_lines,
                 "ready_after": None if self.ready_after is None else round(self.ready_after, 3),
                 "status": self.status_text,
                 "workers": [w.as_dict() for w in self.by_slot()]}

@@ -30,8 +30,11 @@ class EventLog:
         self.name = name
         self.quiet = quiet
         self.journal = _journal() if _stderr_is_journal() else None
+        self.observers = []     # called with every event, also those --quiet leaves out
 
     def __call__(self, event, message, level="info", generation=None, pid=None, **fields):
+        for observer in self.observers:
+            observer(event)
         if self.quiet and level in ("info", "debug"):
             return
         if self.journal:

@@ -79,9 +79,11 @@ class RollingReload:
         self.start_followup()
 
     def roll_failed(self, worker):
-        self.roll_stopped(worker.failure or "%s %s" % (worker, worker.exit_reason))
+        lines = self.observed.failure(worker)   # what it wrote last, if known
+        self.roll_stopped(worker.failure or "%s %s" % (worker, worker.exit_reason), lines,
+                          worker.last_lines)
 
-    def roll_stopped(self, reason):
+    def roll_stopped(self, reason, lines="", last_lines=None):
         gen, roll = self.pending, self.roll
         self.pending = self.roll = None
         if gen.alive:
@@ -90,8 +92,9 @@ class RollingReload:
             return
         verdict = "%d of %d replaced; failed because %s" % (roll.replaced, roll.total, reason)
         self.record_reload(gen, "failed", verdict)
-        self.log("reload-failed", "reload failed: %s; %s keeps serving"
-                 % (verdict, self.current), level="error", generation=gen.number)
-        self.upstream.ready("reload failed: %s; %s" % (verdict, self.status_line()))
-        self.answer({"ok": False, "error": verdict})
+        gen.last_lines = last_lines
+        self.log("reload-failed", "reload failed: %s%s; %s keeps serving"
+                 % (verdict, lines, self.current), level="error", generation=gen.number)
+        self.upstream.ready("reload failed: %s%s; %s" % (verdict, lines, self.status_line()))
+        self.answer({"ok": False, "error": verdict, "last_lines": last_lines})
         self.start_followup()

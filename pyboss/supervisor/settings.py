@@ -8,8 +8,9 @@ class Settings:
     def __init__(self, argv, name="pyboss", ready_after=None, ready_timeout=60.0,
                  drain_signal=signal.SIGTERM, drain_timeout=30.0, stop_signal=signal.SIGTERM,
                  stop_timeout=30.0, max_draining=4, crash_limit=5, backoff_initial=0.1,
-                 backoff_max=10.0, reload_on_change=(), reload_debounce=0.2, workers=1,
-                 reload_strategy="all", max_surge=1):
+                 backoff_max=10.0, capture_output=False, metrics_textfile=None,
+                 reload_on_change=(), reload_debounce=0.2, workers=1, reload_strategy="all",
+                 max_surge=1):
         self.argv = list(argv)
         self.name = name
         self.ready_after = ready_after          # None: wait for READY=1
@@ -22,6 +23,8 @@ class Settings:
         self.crash_limit = crash_limit          # generations in a row that never got ready
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.capture_output = capture_output    # relay the generations' output (output.py)
+        self.metrics_textfile = metrics_textfile
         self.reload_on_change = list(reload_on_change)   # absolute paths to watch
         self.reload_debounce = reload_debounce
         self.workers = workers                  # processes per generation (scale changes it)

@@ -25,9 +25,12 @@ def _inherit(sock):
     return sock.fileno()
 
 
-def hand_off(settings, listeners, control, notify, quiet):
-    """exec() the supervisor; returns only if that is impossible (then run it here)."""
+def hand_off(settings, listeners, control, notify, quiet, metrics=None):
+    """exec() the supervisor; returns only if that is impossible (then run it here).
+
+    metrics: the listening socket of --metrics, if any."""
     state = {
+        "metrics": None if metrics is None else _inherit(metrics),
         "settings": settings.as_dict(), "quiet": quiet,
         "listeners": [{"fd": _inherit(l.sock), "name": l.name, "origin": l.origin,
                        "created_path": l.created_path, "created_inode": l.created_inode}
@@ -45,8 +48,21 @@ def hand_off(settings, listeners, control, notify, quiet):
                                   "pyboss-exec", settings.name])
     except OSError:
         del os.environ[HANDOFF]
-        return Supervisor(settings, listeners, control, notify,
-                          EventLog(settings.name, quiet)).run()
+        return run(Supervisor(settings, listeners, control, notify,
+                              EventLog(settings.name, quiet)), metrics)
+
+
+def run(supervisor, metrics=None):
+    """Run the supervisor, exporting its metrics if asked to."""
+    export = None
+    if metrics is not None or supervisor.settings.metrics_textfile:
+        from .metrics_export import MetricsExport     # only then: the supervisor stays small
+        export = MetricsExport(supervisor, metrics, supervisor.settings.metrics_textfile)
+    try:
+        return supervisor.run()
+    finally:
+        if export is not None:
+            export.close()
 
 
 def _adopt(fd):
@@ -67,7 +83,8 @@ def main():
     settings = Settings(**state["settings"])
     supervisor = Supervisor(settings, listeners, control, notify,
                             EventLog(settings.name, state["quiet"]))
-    code = supervisor.run()
+    metrics = None if state["metrics"] is None else _adopt(state["metrics"])
+    code = run(supervisor, metrics)
     if supervisor.fatal and code == 2:
         sys.stderr.write("pyboss exec: %s\n" % supervisor.fatal)
     sys.exit(code)

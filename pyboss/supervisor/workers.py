@@ -36,8 +36,9 @@ class WorkerSlots:
         extra = dict(self.keepalive.child_env(), PYBOSS_GENERATION=str(gen.number),
                      PYBOSS_WORKER=str(slot))
         env = sd.child_env(os.environ, self.listeners.names, self.notify.path, extra)
-        worker = Worker.spawn(gen.number, slot, self.settings.argv, self.child_env(env),
-                              self.listeners.fds(), named_slot=self.settings.workers > 1)
+        worker = self.observed.output.spawn(Worker.spawn, gen.number, slot, self.settings.argv,
+                                            self.child_env(env), self.listeners.fds(),
+                                            self.settings.workers > 1)
         worker.reaper = self.reaper     # signals reach the worker's whole process tree
         gen.workers[slot] = worker
         self.watch(worker.pidfd, lambda: self.on_worker_exit(worker))
@@ -105,7 +106,7 @@ class WorkerSlots:
         if self.roll is not None:
             return self.roll_failed(worker)
         gen.failure = worker.failure or "%s %s" % (worker, worker.exit_reason)
-        gen.exec_failed = worker.exec_failed
+        gen.exec_failed, gen.failed_worker = worker.exec_failed, worker
         self.pending_failed(gen)
 
     def serving_worker_exited(self, gen, worker):
@@ -115,13 +116,14 @@ class WorkerSlots:
             if not gen.workers:
                 self.current = None
             return
+        lines = self.observed.failure(worker)   # what it wrote last, if known
         if worker.ready:
-            self.log("crash", "%s %s while serving" % (worker, worker.exit_reason), level="error",
-                     generation=worker.number, pid=worker.pid, slot=worker.slot)
+            self.log("crash", "%s %s while serving%s" % (worker, worker.exit_reason, lines),
+                     level="error", generation=worker.number, pid=worker.pid, slot=worker.slot)
         else:
-            self.log("start-failed", worker.failure or "%s %s before it was ready"
-                     % (worker, worker.exit_reason), level="error", generation=worker.number,
-                     pid=worker.pid, slot=worker.slot)
+            self.log("start-failed", (worker.failure or "%s %s before it was ready"
+                     % (worker, worker.exit_reason)) + lines, level="error",
+                     generation=worker.number, pid=worker.pid, slot=worker.slot)
         ran_well = time.monotonic() - worker.started_mono > self.settings.backoff_max
         if not gen.workers:       # the whole generation is gone: start a new one
             self.current = None
