@@ -54,9 +54,6 @@ def parse_request(line):
     for flag in ("wait", "ack"):
         if not isinstance(request.get(flag, False), bool):
             raise BadRequest("'%s' must be true or false" % flag)
-    workers = request.get("workers")
-    if command == "scale" and (isinstance(workers, bool) or not isinstance(workers, int)):
-        raise BadRequest("'workers' must be a whole number")
     return request
 
 
