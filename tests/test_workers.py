@@ -208,3 +208,15 @@ def test_scale_of_a_pyboss_that_is_not_running_says_so(tmp_path):
                             capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 1
     assert "no pyboss is running" in result.stderr
+
+
+def test_scale_request_with_a_bad_number_gets_an_error_reply_and_changes_nothing(start_pyboss,
+                                                                                  app):
+    from pyboss.supervisor.control import request
+    boss = start_pyboss([app[0]], "--workers", "2")
+    before = wait_for_workers(boss, 2)
+    for bad in ("3", 0, 5000, True, None, 2.5):
+        reply = request(boss.control, {"command": "scale", "workers": bad}, TIMEOUT)
+        assert reply["ok"] is False and "give 1 to 1024" in reply["error"], (bad, reply)
+    after = wait_for_workers(boss, 2)
+    assert [w["pid"] for w in after.values()] == [w["pid"] for w in before.values()]
