@@ -114,6 +114,7 @@ class Peer:
 
 class Pyboss(Peer):
     name = "pyboss"
+    options = []          # more `pyboss exec` options, e.g. --ready-grace 0
 
     @classmethod
     def unavailable_reason(cls):
@@ -141,8 +142,8 @@ class Pyboss(Peer):
 
     def _launch(self):
         self._spawn(self.command() + [
-            "exec", "--control", self.control, "--listen", "127.0.0.1:%d" % self.port,
-            "--"] + self.app_command())
+            "exec", "--control", self.control, "--listen", "127.0.0.1:%d" % self.port]
+            + self.options + ["--"] + self.app_command())
 
     def reload(self, clock, timeout=30.0):
         requested = clock()

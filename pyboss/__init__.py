@@ -29,13 +29,24 @@ def _sockets():
     return _inherited
 
 
-def listeners():
-    """The inherited listening sockets as socket.socket objects, in fd order (3, 4, ...)."""
+def listeners(blocking=True):
+    """The inherited listening sockets as socket.socket objects, in fd order (3, 4, ...).
+
+    blocking=False makes them non-blocking first, as event loops such as Tornado's need:
+    accept() then raises BlockingIOError when another generation took the connection
+    instead of waiting. The flag belongs to the socket, so every process sharing it
+    (every generation, pyboss) sees it; accepting code must expect BlockingIOError.
+    Under pyboss --ready-probe the last one is the probe socket (named pyboss-probe):
+    serve it like the others.
+    """
     found = _sockets()
     if not found:
         raise NoListeners("no listening sockets were passed to this process: run it under "
                           "'pyboss exec --listen ...', from a systemd .socket unit, or with "
                           "systemd-socket-activate")
+    if not blocking:
+        for _, sock in found:
+            sock.setblocking(False)
     return [sock for _, sock in found]
 
 

@@ -53,6 +53,32 @@ def notify(message, fds=(), socket_path=None, block=True):
     return True
 
 
+def _int(text):
+    try:
+        return int(text)
+    except ValueError:
+        return -1
+
+
+def _pidfd_inode(pid):
+    fd = os.pidfd_open(pid)
+    try:
+        return os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+
+
+def own_pidfd_id():
+    """This process's LISTEN_PIDFDID: its pidfs inode number, which (unlike a pid) is never
+    reused; None where the kernel has no pidfs. Without pidfs every pidfd shares one
+    anonymous inode, so a pidfd of ours and one of our parent's look the same."""
+    try:
+        own, parent = _pidfd_inode(os.getpid()), _pidfd_inode(os.getppid())
+    except (OSError, AttributeError):
+        return None
+    return own if own != parent else None
+
+
 def listen_fds(unset=False):
     """Return [(fd, name)] passed by socket activation, or [] if none are ours."""
     env = os.environ
@@ -64,11 +90,15 @@ def listen_fds(unset=False):
     # LISTEN_PID may be absent (some activators omit it) but never someone else's.
     if count <= 0 or (pid and pid != os.getpid()) or pid < 0:
         count = 0
+    pidfd_id = env.get("LISTEN_PIDFDID")
+    if count and pidfd_id and own_pidfd_id() not in (None, _int(pidfd_id)):
+        count = 0         # systemd >= 258 meant them for another process with our pid
     names = env.get("LISTEN_FDNAMES", "").split(":") if count else []
     if len(names) != count:
         names = ["unknown"] * count
+    names = [name or "unknown" for name in names]    # as libsystemd names unnamed fds
     if unset:
-        for key in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+        for key in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "LISTEN_PIDFDID"):
             env.pop(key, None)
     result = []
     for i in range(count):
@@ -88,12 +118,14 @@ class ListenFdsError(ValueError):
 
 
 # What systemd told pyboss is pyboss's own business, not the app's.
-_NOT_INHERITED = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET",
-                  "WATCHDOG_PID", "WATCHDOG_USEC", "FDSTORE")
+# LISTEN_PIDFDID above all: libsystemd in the child compares it with its own pidfd.
+_NOT_INHERITED = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "LISTEN_PIDFDID",
+                  "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "FDSTORE")
 
 
 def child_env(base, names, notify_socket=None, extra=None):
-    """The environment for a socket-activated child; LISTEN_PID is set after fork."""
+    """The environment for a socket-activated child; LISTEN_PID (and LISTEN_PIDFDID) are
+    set after fork (see child_identity)."""
     env = {k: v for k, v in base.items()
            if k not in _NOT_INHERITED}
     if names:
@@ -103,6 +135,14 @@ def child_env(base, names, notify_socket=None, extra=None):
         env["NOTIFY_SOCKET"] = notify_socket
     env.update(extra or {})
     return env
+
+
+def child_identity(env):
+    """In a forked child before exec: LISTEN_PID and, with pidfs, LISTEN_PIDFDID of its own."""
+    env["LISTEN_PID"] = str(os.getpid())
+    pidfd_id = own_pidfd_id()
+    if pidfd_id is not None:
+        env["LISTEN_PIDFDID"] = str(pidfd_id)
 
 
 def parse_message(data):

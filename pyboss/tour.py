@@ -5,6 +5,7 @@
 import argparse
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -25,22 +26,50 @@ def say(text):
     print("tour: " + text, flush=True)
 
 
+def wait_until_serving(boss, ready, log, timeout=60):
+    """None once pyboss sent READY=1; else the one line saying why it did not."""
+    exited = os.pidfd_open(boss.pid)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "pyboss did not report ready within %d s" % timeout
+            readable, _, _ = select.select([ready, exited], [], [], left)
+            if ready in readable and b"READY=1" in ready.recv(4096).split(b"\n"):
+                return None
+            if exited in readable:
+                log.seek(0)
+                lines = log.read().decode(errors="replace").strip().splitlines()
+                log.truncate(0)         # said here, not again at the end
+                return lines[-1] if lines else "pyboss exited with status %d" % boss.wait()
+    finally:
+        os.close(exited)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m pyboss.tour", description=__doc__)
-    parser.add_argument("--listen", default="127.0.0.1:8080", help="where to serve the demo")
+    parser.add_argument("--listen", default="127.0.0.1:8080", metavar="SPEC",
+                        help="where to serve the demo (default: 127.0.0.1:8080; any "
+                             "'pyboss exec --listen' SPEC, e.g. 127.0.0.1:8081)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pyboss-tour-") as tmp:
         control = os.path.join(tmp, "tour.sock")
         ready = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)    # pyboss's READY=1 lands here
         ready.bind(os.path.join(tmp, "notify"))
-        ready.settimeout(60)
         command = PYBOSS + ["exec", "--name", "tour", "--control", control, "--quiet",
                             "--listen", args.listen, "--", sys.executable, "-m", "pyboss.demo"]
-        say("$ " + " ".join(command[2:]))
-        boss = subprocess.Popen(command, env=dict(os.environ, NOTIFY_SOCKET=ready.getsockname()))
+        # pyboss's own complaints (a port in use) become the tour's one line.
+        log = tempfile.TemporaryFile(dir=tmp)
+        boss = subprocess.Popen(command, env=dict(os.environ, NOTIFY_SOCKET=ready.getsockname()),
+                                stderr=log)
         try:
-            while b"READY=1" not in ready.recv(4096).split(b"\n"):
-                pass
+            failure = wait_until_serving(boss, ready, log)
+            if failure:
+                print("tour: %s; or run the tour elsewhere: python3 -m pyboss.tour "
+                      "--listen 127.0.0.1:8081" % failure, file=sys.stderr)
+                return 2
+            say("$ " + " ".join(command[2:]))
             status = json.loads(subprocess.check_output(PYBOSS + ["status", "--json",
                                                                   "--control", control]))
             host, _, port = status["listeners"][0]["address"].rpartition(":")
@@ -81,6 +110,9 @@ def main(argv=None):
                 boss.terminate()
                 boss.wait()
             ready.close()
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace"))   # warnings, if any
+            log.close()
 
 
 if __name__ == "__main__":

@@ -76,6 +76,14 @@ class Notifications:
                 raise AssertionError("pyboss did not send %s within %ss" % (field, timeout))
             self.messages.append(self.sock.recv(4096).decode())
 
+    def next_message(self, timeout=TIMEOUT):
+        """The next message pyboss sent, in the order sent."""
+        if self.messages:
+            return self.messages.pop(0)
+        if not select.select([self.sock], [], [], timeout)[0]:
+            raise AssertionError("pyboss sent nothing within %ss" % timeout)
+        return self.sock.recv(4096).decode()
+
     def close(self):
         self.sock.close()
 
@@ -176,7 +184,7 @@ def http_get(address, path="/", timeout=10):
         conn.sendall(b"GET " + path.encode() + b" HTTP/1.0\r\nHost: t\r\n\r\n")
         data = read_until_closed(conn)
     head, _, body = data.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.0 200"):
+    if not head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")):
         raise ValueError("bad reply: %r" % data[:200])
     return json.loads(body)
 

@@ -36,9 +36,9 @@ def write_units(tmp_path, listen=None, kill_mode="control-group", service_type="
             TriggerLimitIntervalSec=10s
             TriggerLimitBurst=50
             """ % HTTP_PORT))
-    reload_line = ""
-    if service_type == "notify":
-        reload_line = "ExecReload=%s -m pyboss reload --wait --name demo" % PYTHON
+    reload_line = "ExecReload=%s -m pyboss reload --wait --name demo" % PYTHON
+    if service_type == "notify-reload":
+        reload_line += " --after-sighup"     # SIGHUP starts it; this reports its outcome
     (units / "demo.service").write_text(textwrap.dedent("""\
         [Unit]
         StartLimitIntervalSec=0
@@ -107,7 +107,8 @@ def listening_inode(ns, port):
 def sigkill_pyboss_and_await_restart(ns, unit="demo.service"):
     """SIGKILL pyboss; return the new MainPID once systemd restarted it and it is serving."""
     old = main_pid(ns, unit)
-    ns.run(["kill", "-KILL", str(old)])
+    # The shell's kill: a minimal image has no kill(1) binary (procps).
+    ns.run(["sh", "-c", 'kill -KILL "$1"', "sh", str(old)])
 
     def restarted():
         pid = main_pid(ns, unit)

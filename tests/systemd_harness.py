@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from cgroup2 import cgroup2_root, root_is_a_mount_point
 from systemd_backports import systemd_254_usr
 
-CGROUP_PARENT = Path("/sys/fs/cgroup/unified")
 SYSTEMD = Path("/lib/systemd/systemd")
 
 # Runs as PID 1 of the new namespaces and becomes systemd. Everything it mounts lives
@@ -67,12 +67,18 @@ printf '[Journal]\nStorage=volatile\nReadKMsg=no\n' > /run/systemd/journald.conf
 # PID 1 would write to the machine's serial console.
 mount --bind /dev/null /dev/console
 mount -t tmpfs tmpfs /var/log/journal 2>/dev/null || true
+# Whatever the host has at /sys/fs/cgroup (hybrid: a tmpfs of v1 controllers; pure v2:
+# cgroup2 itself, which mount(8) would refuse to mount again; a chroot: nothing) gives
+# way to a cgroup2 mount rooted at our cgroup namespace.
+umount -R /sys/fs/cgroup 2>/dev/null || true
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 export container=other
 exec /lib/systemd/systemd --system --unit=basic.target --log-target=journal
 """
 
-NSENTER_FLAGS = ("-m", "-p", "-n", "-u", "-i", "-C")
+# -r, -w: the root directory of PID 1 inside, which is the chroot's when the tests run in
+# one (entering a mount namespace alone would put the host's / back as root).
+NSENTER_FLAGS = ("-m", "-p", "-n", "-u", "-i", "-C", "-r", "-w")
 _instance_numbers = itertools.count(1)
 
 
@@ -85,9 +91,11 @@ def missing_requirements():
             return "%s not found on PATH" % tool
     if not os.access(SYSTEMD, os.X_OK):
         return "%s not found: systemd is not installed" % SYSTEMD
-    if not (CGROUP_PARENT / "cgroup.procs").exists():
-        return "no cgroup2 hierarchy at %s" % CGROUP_PARENT
-    return None
+    if not root_is_a_mount_point():
+        return ("/ is not a mount point (a chroot of a plain directory?), so no mount "
+                "namespace can be made private: bind-mount the root onto itself before "
+                "chrooting (mount --bind DIR DIR), as tests/fresh-debian does")
+    return cgroup2_root()[1]
 
 
 class SystemdNamespace:
@@ -101,7 +109,7 @@ class SystemdNamespace:
                       for inside, source in (binds or {}).items()}
         self.overlay_usr = Path(overlay_usr).resolve() if overlay_usr else None
         self.boot_timeout = boot_timeout
-        self.cgroup = CGROUP_PARENT / ("pyboss-test-%d-%d" % (os.getpid(), next(_instance_numbers)))
+        self.cgroup = None     # made at boot, in whatever cgroup2 hierarchy there is
         self.pid = None  # PID 1 of the namespaces, as the host sees it
         self._unshare = None
         self._console = None
@@ -122,6 +130,8 @@ class SystemdNamespace:
             raise RuntimeError(reason)
         if not self.units_dir.is_dir():
             raise ValueError("units directory %s does not exist" % self.units_dir)
+        root, _ = cgroup2_root()
+        self.cgroup = root / ("pyboss-test-%d-%d" % (os.getpid(), next(_instance_numbers)))
         self.cgroup.mkdir()
         # The boot output (unshare/mount errors) is kept for the failure message.
         self._console = tempfile.TemporaryFile(prefix="systemd-ns-console-")
@@ -203,7 +213,8 @@ class SystemdNamespace:
             except subprocess.TimeoutExpired:
                 pass
         self._background.clear()
-        remove_cgroup_tree(self.cgroup, timeout=10)
+        if self.cgroup is not None:
+            remove_cgroup_tree(self.cgroup, timeout=10)
         if self._console is not None:
             self._console.close()
             self._console = None
@@ -306,7 +317,10 @@ def remove_orphaned_namespaces():
     gone, nothing will ever power them off. Returns the cgroups removed.
     """
     removed = []
-    for cgroup in CGROUP_PARENT.glob("pyboss-test-*-*"):
+    root, reason = cgroup2_root()
+    if root is None:
+        return removed
+    for cgroup in root.glob("pyboss-test-*-*"):
         owner = cgroup.name.split("-")[2]
         if not owner.isdigit() or running(int(owner)):
             continue

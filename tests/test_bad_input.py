@@ -6,15 +6,16 @@ import subprocess
 
 import pytest
 
+from other_user import pyboss_as
 from pyboss_testing import PYBOSS, PYTHON, TIMEOUT, pid_alive, wait_until
 
 
 def run_exec(tmp_path, *args, user=None):
-    prefix = ["setpriv", "--reuid=%s" % user, "--regid=nogroup", "--clear-groups"] if user else []
+    pyboss = pyboss_as(user) if user else PYBOSS
     control = tmp_path / "run" / "c.sock"
-    return subprocess.run(prefix + PYBOSS + ["exec", "--control", str(control)] + list(args),
+    return subprocess.run(pyboss + ["exec", "--control", str(control)] + list(args),
                           capture_output=True, text=True, timeout=TIMEOUT,
-                          env=dict(os.environ, HOME="/"))
+                          cwd="/" if user else None, env=dict(os.environ, HOME="/"))
 
 
 @pytest.mark.parametrize("args, message", [
@@ -30,6 +31,15 @@ def run_exec(tmp_path, *args, user=None):
     (["--ready-after", "5", "--ready-timeout", "2", "--", "true"],
      "--ready-after 5 must be shorter than --ready-timeout 2"),
     (["--listen", "a=:0", "--listen", "a=:0", "--", "true"], "listener name 'a' given twice: names must be unique"),
+    (["--ready-probe", "healthz", "--", "true"], "invalid --ready-probe 'healthz': give an "
+     "HTTP path starting with '/', without spaces, e.g. --ready-probe /healthz"),
+    (["--ready-probe", "/a b", "--", "true"], "invalid --ready-probe '/a b': give an "
+     "HTTP path starting with '/', without spaces, e.g. --ready-probe /healthz"),
+    (["--ready-after", "1", "--ready-probe", "/", "--", "true"], "--ready-after and "
+     "--ready-probe exclude each other: the probe already tells when the app serves; drop "
+     "--ready-after"),
+    (["--ready-grace", "5000", "--", "true"], "invalid --ready-grace 5000: give seconds from "
+     "0 to 3600"),
     (["--socket-mode", "rw", "--", "true"], "invalid --socket-mode 'rw': give an octal mode like 0660"),
     (["--name", "../x", "--", "true"], "invalid --name '../x': use up to 64 letters, digits, "
      "'_', '-', '.', '@', not starting with '.'"),

@@ -111,3 +111,29 @@ def test_quick_workers_benchmark_shows_two_pids_and_no_pyboss_error(tmp_path):
         assert row["errors"] == 0 and row["reloads_failed"] == 0, (strategy, row)
         assert row["requests"] > 0
     assert "| pyboss |" in (tmp_path / "workers.md").read_text()
+
+
+def test_client_benchmark_times_every_client_command_beside_a_bare_start(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.client", "--runs", "2",
+                           "--out", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=240)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    with open(tmp_path / "client.json") as f:
+        results = json.load(f)
+    assert (tmp_path / "client.md").read_text() == done.stdout.decode()
+    rows = {row["command"]: row for row in results["rows"]}
+    for command in ("pyboss status", "pyboss reload", "pyboss reload --wait", "pyboss stop",
+                    "pyboss start-server --restart", "pyboss start-server --stop"):
+        row = rows[command]
+        assert 0 < row["median_ms"] < 60000 and 0 < row["bare_start_ms"] < 60000, row
+        assert row["ratio"] == round(row["median_ms"] / row["bare_start_ms"], 2)
+    # The peers' commands are there, or the reason they are not.
+    assert "kill -HUP" in rows or results["skipped"].get("kill -HUP (start_server)")
+    assert 'gunicornc -c "show workers"' in rows or results["skipped"].get("gunicornc")
+
+
+def test_client_benchmark_refuses_a_run_count_out_of_range_with_exit_2():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.client", "--runs", "0"],
+                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    assert done.returncode == 2
+    assert b"--runs 0: give a number from 1 to 1000" in done.stderr

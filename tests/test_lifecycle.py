@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 
+from other_user import pyboss_as
 from pyboss_testing import (PYBOSS, TIMEOUT, Load, Pyboss, children, http_get, open_fds,
                             pid_alive, wait_until)
 
@@ -50,8 +51,8 @@ def test_child_gets_listeners_on_fd3_with_systemd_env_and_nothing_else(start_pyb
 
 def test_crashed_generation_is_respawned_on_the_same_socket(start_pyboss, app):
     with open(app[1], "w") as f:
-        f.write("--crash-after 0.5")
-    boss = start_pyboss([app[0]])
+        f.write("--crash-after 5")       # well after its settle period: a crash while serving
+    boss = start_pyboss([app[0]], "--ready-grace", "0.5")
     address = boss.address()
     first = boss.serving()["pid"]
     with open(app[1], "w") as f:
@@ -181,9 +182,8 @@ def test_second_pyboss_with_the_same_control_socket_is_refused_and_first_unharme
 
 def test_control_socket_refuses_other_users(start_pyboss, app):
     boss = start_pyboss([app[0]])
-    result = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-                            + PYBOSS + ["reload", "--control", boss.control],
-                            capture_output=True, text=True, timeout=TIMEOUT,
+    result = subprocess.run(pyboss_as("nobody") + ["reload", "--control", boss.control],
+                            capture_output=True, text=True, timeout=TIMEOUT, cwd="/",
                             env=dict(os.environ, HOME="/"))
     assert result.returncode == 1
     assert "permission denied" in result.stderr
@@ -192,7 +192,9 @@ def test_control_socket_refuses_other_users(start_pyboss, app):
 
 def test_no_zombies_and_no_fd_leak_across_a_thousand_reloads(start_pyboss, tmp_path):
     from pyboss.supervisor.control import request
+    # No settle period: a thousand reloads at the default would take an hour.
     boss = start_pyboss(["sleep", "3600"], "--ready-after", "0", "--drain-timeout", "5",
+                        "--ready-grace", "0",
                         listen=("127.0.0.1:0", "unix:%s" % (tmp_path / "s.sock")))
     for _ in range(20):          # warm up: the first reloads may allocate for good
         assert request(boss.control, {"command": "reload", "wait": True})["ok"]

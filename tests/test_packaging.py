@@ -226,6 +226,8 @@ def test_packaged_pyboss_socket_activates_reloads_under_load_and_stops_clean(
     ns.systemctl("enable", "--runtime", "--now", socket_unit)
     assert ns.systemctl("is-active", service, check=False).stdout.strip() == "inactive"
     assert request_once() == {"generation": 1}  # the first connection starts the service
+    # It answers during its settle period; `systemctl start` waits for pyboss's READY=1.
+    ns.systemctl("start", service)
     assert ns.systemctl("is-active", service).stdout.strip() == "active"
     assert ns.unit_processes(service, slice_=cgroup_slice)
 

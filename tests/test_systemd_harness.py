@@ -1,13 +1,28 @@
 """The test harness boots a real systemd whose socket activation and fd store behave as on a host."""
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from systemd_harness import (SystemdNamespace, processes_in, python_executable,
-                             remove_orphaned_namespaces, running)
+import pytest
+
+from cgroup2 import cgroup2_mounts, cgroup2_root
+from systemd_harness import (SystemdNamespace, missing_requirements, processes_in,
+                             python_executable, remove_orphaned_namespaces, running)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture
+def bootable():
+    """For tests that drive SystemdNamespace themselves: skip, saying why, where the host
+    cannot boot systemd (as the systemd_ns fixture does)."""
+    reason = missing_requirements()
+    if reason:
+        pytest.skip("real systemd unavailable: " + reason)
 
 # A stdlib service: serves HTTP on the socket systemd hands it, or binds one itself and
 # pushes it into the fd store. Each response says where the socket came from and its inode.
@@ -114,7 +129,7 @@ def test_fd_store_hands_the_stored_socket_back_after_restart(systemd_ns, tmp_pat
     assert curl(ns, 8081).split()[2] != pid
 
 
-def test_shutdown_leaves_no_process_and_no_cgroup(tmp_path):
+def test_shutdown_leaves_no_process_and_no_cgroup(bootable, tmp_path):
     with SystemdNamespace(tiny_service_units(tmp_path)) as ns:
         ns.systemctl("start", "tiny.socket")
         curl(ns, 8080)
@@ -125,7 +140,7 @@ def test_shutdown_leaves_no_process_and_no_cgroup(tmp_path):
     assert not [pid for pid in pids if running(pid)]
 
 
-def test_shutdown_kills_a_namespace_stuck_in_poweroff(tmp_path):
+def test_shutdown_kills_a_namespace_stuck_in_poweroff(bootable, tmp_path):
     units = write_units(tmp_path / "units", {
         "stubborn.service": """\
             [Service]
@@ -149,18 +164,69 @@ def test_systemd_254_overlay_runs_the_newer_systemd(systemd_ns, systemd_254, tmp
     assert ns.run(["cat", "/proc/1/comm"]).stdout.strip() == "systemd"
 
 
-def test_namespaces_of_a_killed_test_run_are_removed_by_the_next(tmp_path):
+def test_namespaces_of_a_killed_test_run_are_removed_by_the_next(bootable, tmp_path):
     units = write_units(tmp_path / "units", {})
     booter = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from systemd_harness import SystemdNamespace\n"
          "ns = SystemdNamespace(sys.argv[1]); ns.boot(); print(ns.cgroup, flush=True)\n"
          "time.sleep(600)", str(units)],
-        cwd=os.path.dirname(__file__), stdout=subprocess.PIPE, text=True)
-    cgroup = Path(booter.stdout.readline().strip())
-    left = processes_in(cgroup)
+        cwd=HERE, stdout=subprocess.PIPE, text=True)
+    booted = Path(booter.stdout.readline().strip())
+    left = processes_in(booted)
     assert left, "the booted namespace should have processes"
     booter.kill()
     booter.wait()
+    # The booter may have reached the hierarchy through a mount of its own, gone with it.
+    cgroup = cgroup2_root()[0] / booted.name
     assert cgroup in remove_orphaned_namespaces()
     assert not cgroup.exists()
     assert not [pid for pid in left if running(pid)]
+
+
+# Boots one systemd with the harness and prints where its cgroup was and what it said.
+BOOT_AND_REPORT = """\
+import json, sys
+from systemd_harness import SystemdNamespace
+with SystemdNamespace(sys.argv[1]) as ns:
+    state = ns.systemctl("is-system-running", check=False).stdout.strip()
+    cgroup = ns.cgroup
+    print(json.dumps({"cgroup": str(cgroup), "state": state}))
+print(json.dumps({"left": cgroup.exists()}))
+"""
+
+
+# Whatever is mounted at /sys/fs/cgroup goes (in a bare root, nothing is).
+UNMOUNT_CGROUPS = "if mountpoint -q /sys/fs/cgroup; then umount -R /sys/fs/cgroup; fi"
+
+
+def boot_in_a_mount_namespace(tmp_path, prepare):
+    """Run the harness in `unshare --mount` after the shell commands `prepare`."""
+    units = write_units(tmp_path / "units", {})
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         prepare + ' && exec "$@"', "sh", sys.executable, "-c", BOOT_AND_REPORT, str(units)],
+        cwd=HERE, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    booted, after = [json.loads(line) for line in result.stdout.splitlines()]
+    return booted["cgroup"], booted["state"], after["left"]
+
+
+def test_boots_on_a_pure_cgroup2_layout(bootable, tmp_path):
+    # As on a Debian 12 booted by systemd: cgroup2 itself at /sys/fs/cgroup, no unified/.
+    cgroup, state, left = boot_in_a_mount_namespace(
+        tmp_path, UNMOUNT_CGROUPS + " && mount -t cgroup2 cgroup2 /sys/fs/cgroup")
+    assert state in ("running", "degraded")
+    assert cgroup.startswith("/sys/fs/cgroup/pyboss-test-"), cgroup
+    assert not left
+
+
+def test_boots_where_no_cgroup2_is_mounted(bootable, tmp_path):
+    # As in a chroot with /sys bound in but not its submounts: the harness mounts cgroup2
+    # in a mount namespace of its own and reaches it through its helper's /proc/PID/root.
+    mounted_here = cgroup2_mounts()
+    cgroup, state, left = boot_in_a_mount_namespace(tmp_path, UNMOUNT_CGROUPS)
+    assert state in ("running", "degraded")
+    assert cgroup.startswith("/proc/") and "/root/sys/fs/cgroup/pyboss-test-" in cgroup, cgroup
+    assert not left
+    # The namespaces were private: nothing was mounted or unmounted here.
+    assert cgroup2_mounts() == mounted_here

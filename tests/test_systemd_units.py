@@ -23,6 +23,9 @@ def test_generated_units_serve_the_demo_under_socket_activation(systemd_ns, tmp_
                                   "http://127.0.0.1:8080/"]).stdout)
 
     assert get()["generation"] == 1
+    # The generation answers during its settle period; systemd hears READY=1 after it:
+    # `systemctl start` waits for that (a reload before would merge into the start job).
+    ns.systemctl("start", "demo.service")
     status = json.loads(ns.run([sys.executable, "-m", "pyboss", "status", "--json",
                                 "--control", "/run/pyboss/demo/demo.sock"]).stdout)
     assert [(l["name"], l["origin"]) for l in status["listeners"]] == [("http", "inherited")]

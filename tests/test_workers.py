@@ -80,7 +80,9 @@ def test_each_worker_gets_its_own_listen_pid_and_worker_number(start_pyboss, tmp
 
 @pytest.mark.parametrize("strategy", ["all", "rolling"])
 def test_twenty_reloads_under_load_fail_no_request(start_pyboss, app, strategy):
-    boss = start_pyboss([app[0]], "--workers", "2", "--reload-strategy", strategy)
+    # A short settle period: forty new workers settling 3 s each would make this slow.
+    boss = start_pyboss([app[0]], "--workers", "2", "--reload-strategy", strategy,
+                        "--ready-grace", "0.5")
     with Load(boss.address(), threads=6) as load:
         for i in range(20):
             result = boss.reload()
@@ -220,3 +222,85 @@ def test_scale_request_with_a_bad_number_gets_an_error_reply_and_changes_nothing
         assert reply["ok"] is False and "give 1 to 1024" in reply["error"], (bad, reply)
     after = wait_for_workers(boss, 2)
     assert [w["pid"] for w in after.values()] == [w["pid"] for w in before.values()]
+
+
+def write_build_app(directory):
+    """A launcher running the demo, or (while the file dies-after-ready exists) an app that
+    reports ready and exits with status 1 0.3 s later."""
+    app = os.path.join(directory, "app")
+    marker = os.path.join(directory, "dies-after-ready")
+    with open(app, "w") as f:
+        f.write("#!/bin/sh\nif [ -e %s ]; then exec %s -c \"import pyboss, sys, time; "
+                "pyboss.ready(); time.sleep(0.3); sys.exit(1)\"; fi\nexec %s -m pyboss.demo\n"
+                % (marker, PYTHON, PYTHON))
+    os.chmod(app, 0o755)
+    return app, marker
+
+
+def test_rolling_reload_settles_each_new_worker_before_its_old_worker_drains(start_pyboss,
+                                                                             tmp_path):
+    app, _ = write_build_app(str(tmp_path))
+    boss = start_pyboss([app], "--workers", "2", "--reload-strategy", "rolling")   # 3 s settle
+    before = wait_for_workers(boss, 2)
+    with Load(boss.address(), threads=6) as load:
+        result = boss.reload()
+    assert result.returncode == 0, result.stderr
+    assert not load.errors, load.errors[:5]
+    after = wait_for_workers(boss, 2)
+    assert {w["number"] for w in after.values()} == {2}
+    # One worker at a time (--max-surge 1), each alive through its 3 s settle period first.
+    assert boss.status()["reloads"][-1]["duration"] >= 6.0
+    log = boss.output()
+    for slot in (0, 1):
+        settling = log.index("generation 2 worker %d (pid %d) reported ready after"
+                             % (slot, after[slot]["pid"]))
+        drained = log.index("generation 1 worker %d (pid %d)" % (slot, before[slot]["pid"]),
+                            settling)   # its drain, and its exit, come after that
+        assert settling < drained
+
+
+def test_rolling_new_worker_dying_inside_the_settle_period_fails_and_its_old_worker_serves_on(
+        start_pyboss, tmp_path):
+    app, marker = write_build_app(str(tmp_path))
+    boss = start_pyboss([app], "--workers", "2", "--reload-strategy", "rolling")   # 3 s settle
+    before = wait_for_workers(boss, 2)
+    open(marker, "w").close()
+    with Load(boss.address(), threads=6) as load:
+        result = boss.reload()
+    assert result.returncode == 1
+    assert "0 of 2 replaced; failed because generation 2 worker 0 (pid " in result.stderr
+    assert "after it reported ready (inside the --ready-grace of 3s)" in result.stderr
+    assert not load.errors, load.errors[:5]
+    after = wait_for_workers(boss, 2)
+    assert {s: w["pid"] for s, w in after.items()} == {s: w["pid"] for s, w in before.items()}
+    assert load.generations() == {1}
+
+
+def test_ready_probe_gives_every_worker_a_probe_socket_of_its_own(start_pyboss, tmp_path):
+    app = os.path.join(str(tmp_path), "probe_app.py")
+    with open(app, "w") as f:
+        f.write("""import json, os, socket, sys
+probe = 3 + int(os.environ["LISTEN_FDS"]) - 1
+path = socket.socket(fileno=os.dup(probe)).getsockname()
+report = os.path.join(%r, "worker-%%s.json" %% os.environ["PYBOSS_WORKER"])
+with open(report + ".tmp", "w") as out:
+    json.dump({"names": os.environ["LISTEN_FDNAMES"], "probe": path}, out)
+os.rename(report + ".tmp", report)
+from pyboss.demo import main
+sys.exit(main(["--no-ready", "--ready-delay", "0.5"]))
+""" % str(tmp_path))
+    boss = start_pyboss([PYTHON, app], "--workers", "2", "--ready-probe", "/",
+                        "--ready-grace", "0.5")
+    wait_for_workers(boss, 2)
+    reports = [json.loads((tmp_path / ("worker-%d.json" % slot)).read_text())
+               for slot in (0, 1)]
+    assert all(r["names"].endswith(":pyboss-probe") for r in reports), reports
+    assert reports[0]["probe"] != reports[1]["probe"]
+    # Each worker's probe socket file goes once that worker is ready.
+    assert not any(os.path.exists(r["probe"]) for r in reports)
+    result = boss.cli("scale", "3")
+    assert result.returncode == 0, result.stderr
+    wait_for_workers(boss, 3)
+    third = json.loads((tmp_path / "worker-2.json").read_text())
+    assert third["probe"] not in {r["probe"] for r in reports}
+    assert not os.path.exists(third["probe"])

@@ -9,7 +9,10 @@ import shutil
 import subprocess
 
 import click
+
 from ..errors import UserError
+from ..systemd import unitfile
+from ..systemd.sandbox import Sandbox, executable_chain
 
 # The defaults of `pyboss exec` and of systemd, for options and keys left out.
 PYBOSS_DEFAULTS = {"--ready-timeout": 60.0, "--stop-timeout": 30.0}
@@ -73,15 +76,23 @@ def time_span(text):
     return total
 
 
-def pyboss_invocation(value):
-    """(subcommand, {option: value}, flags) if an Exec*= line runs pyboss, else None."""
+def exec_argv(value):
+    """The argv of an Exec*= line, its prefixes (@-:+!) dropped; [] if unparsable."""
     try:
         argv = shlex.split(value)
     except ValueError:
-        return None
+        return []
+    if argv:
+        argv[0] = argv[0].lstrip("@-:+!")
+    return argv
+
+
+def pyboss_invocation(value):
+    """(subcommand, {option: value}, flags) if an Exec*= line runs pyboss, else None."""
+    argv = exec_argv(value)
     if not argv:
         return None
-    program = os.path.basename(argv[0].lstrip("@-:+!"))
+    program = os.path.basename(argv[0])
     if program == "pyboss":
         args = argv[1:]
     elif program.startswith("python") and argv[1:3] == ["-m", "pyboss"]:
@@ -150,19 +161,91 @@ def lint_service(path, entries):
 
     reload_ = last(entries, "Service", "ExecReload")
     reload_call = pyboss_invocation(reload_[0]) if reload_ else None
+    notify_reload = unit_type is not None and unit_type[0] == "notify-reload"
     wanted = "ExecReload=PYBOSS reload --wait --name %s" % name
-    if reload_ is None:
-        if unit_type is None or unit_type[0] != "notify-reload":
-            finding(None, "no ExecReload=: 'systemctl reload' would not reach pyboss; use "
-                    + wanted)
-    elif reload_call is None or reload_call[0] != "reload" or "--wait" not in reload_call[2]:
+    if notify_reload:
+        wanted += " --after-sighup"
+    flags = reload_call[2] if reload_call else set()
+    if reload_ is None and notify_reload:
+        finding(unit_type, "Type=notify-reload without ExecReload=: systemd counts every "
+                "READY=1 after RELOADING=1 as a successful reload, so a failed reload would "
+                "not fail 'systemctl reload'; add " + wanted)
+    elif reload_ is None:
+        finding(None, "no ExecReload=: 'systemctl reload' would not reach pyboss; use "
+                + wanted)
+    elif reload_call is None or reload_call[0] != "reload" or not flags & {"--wait",
+                                                                        "--after-sighup"}:
         finding(reload_, "ExecReload= is not 'pyboss reload --wait': 'systemctl reload' "
                 "would not wait for the new generation nor report its failure; use " + wanted)
+    elif notify_reload and "--after-sighup" not in flags:
+        finding(reload_, "ExecReload= starts a second reload after the one systemd's SIGHUP "
+                "started (Type=notify-reload); use " + wanted)
     elif reload_call[1].get("--name", "pyboss") != name and "--control" not in reload_call[1]:
         finding(reload_, "ExecReload= talks to pyboss %r but ExecStart= runs %r; use "
                 % (reload_call[1].get("--name", "pyboss"), name) + wanted)
 
+    findings += hidden_findings(path, entries, start)
+
     findings += timeout_findings(path, entries, exec_options)
+    return findings
+
+
+def _boolean(value):
+    return value.strip().lower() in ("1", "yes", "y", "true", "t", "on")
+
+
+def unit_sandbox(entries):
+    """The Sandbox of a unit's [Service] settings, systemd's defaults for those not set."""
+    def value(key, default):
+        found = last(entries, "Service", key)
+        return found[0] if found else default
+
+    def paths(key):
+        return [word.lstrip("-+").split(":")[0] for sect, k, v, _ in entries
+                if sect == "Service" and k == key for word in v.split()]
+    private_tmp = value("PrivateTmp", "no").strip().lower()
+    protect_home = value("ProtectHome", "no").strip().lower()
+    return Sandbox(private_tmp=_boolean(private_tmp) or private_tmp == "disconnected",
+                   protect_home="yes" if _boolean(protect_home) else protect_home,
+                   dynamic_user=_boolean(value("DynamicUser", "no")),
+                   inaccessible=paths("InaccessiblePaths"),
+                   temporary=paths("TemporaryFileSystem"))
+
+
+def hidden_findings(path, entries, start):
+    """ExecStart= programs (pyboss's, its interpreter's, the app's) the sandbox hides."""
+    argv = exec_argv(start[0])
+    programs = argv[:1]
+    if "--" in argv:
+        programs += argv[argv.index("--") + 1:][:1]     # the app of `pyboss exec -- APP`
+    sandbox = unit_sandbox(entries)
+    findings = []
+    for program in dict.fromkeys(programs):
+        if not program.startswith("/") or "$" in program or "%" in program:
+            continue    # resolved at run time: nothing to judge here
+        for step in executable_chain(program):
+            setting = sandbox.hides(step)
+            if setting:
+                via = "" if step == program else " (through %s)" % step
+                findings.append("%s:%d: ExecStart= runs %s%s, which this unit's %s hides from "
+                                "the service: it would fail with 203/EXEC; relax that setting "
+                                "or install it elsewhere" % (path, start[1], program, via,
+                                                             setting))
+                break
+    return findings
+
+
+def version_findings(path, entries, version):
+    """Directives and values the target systemd does not know."""
+    findings = []
+    for section, key, value, line in entries:
+        since = unitfile.VALUES_SINCE.get((key, value)) or unitfile.DIRECTIVES_SINCE.get(key)
+        if since and since > version:
+            shown = "%s=%s" % (key, value) if (key, value) in unitfile.VALUES_SINCE else key + "="
+            findings.append("%s:%d: %s is unknown to systemd %d (it came with %d), which "
+                            "ignores the line; write the units for %d: pyboss units "
+                            "--systemd-version %d ..." % (path, line, shown, version, since,
+                                                          version, version))
     return findings
 
 
@@ -204,7 +287,17 @@ def verify(paths):
             for line in result.stdout.splitlines() if line.strip()]
 
 
-def check_units(paths, run_verify=True):
+def target_version(given):
+    if given is not None:
+        return given
+    try:
+        return unitfile.host_systemd_version()
+    except unitfile.VersionUnknown as e:
+        raise UserError("%s: say which systemd the units are for with --systemd-version N"
+                        % e)
+
+
+def check_units(paths, run_verify=True, version=None):
     """All findings for the unit files, in order; UserError for a file not there."""
     texts = {}
     for path in paths:
@@ -213,10 +306,13 @@ def check_units(paths, run_verify=True):
                 texts[path] = f.read()
         except OSError as e:
             raise UserError("cannot read %s: %s" % (path, e.strerror or e))
+    version = target_version(version)
     findings = []
     for path, text in texts.items():
+        entries = parse_unit(text)
         if path.endswith(".service"):
-            findings += lint_service(path, parse_unit(text))
+            findings += lint_service(path, entries)
+        findings += version_findings(path, entries, version)
     if run_verify:
         findings += verify([os.path.abspath(p) for p in paths])
     return findings
@@ -225,16 +321,31 @@ def check_units(paths, run_verify=True):
 @click.command("check")
 @click.argument("unit_files", nargs=-1, required=True, metavar="UNIT_FILE...")
 @click.option("--no-verify", is_flag=True, help="Skip 'systemd-analyze verify'.")
-def check_command(unit_files, no_verify):
+@click.option("--systemd-version", "systemd_version", metavar="N",
+              type=click.IntRange(unitfile.OLDEST, unitfile.NEWEST),
+              help="The systemd the units are for (%d to %d) [default: this host's, from "
+                   "'systemctl --version']." % (unitfile.OLDEST, unitfile.NEWEST))
+def check_command(unit_files, no_verify, systemd_version):
     """Check unit files for what pyboss needs and run 'systemd-analyze verify'.
 
-    Checks Type=notify, NotifyAccess=, FileDescriptorStoreMax=, KillMode=,
-    ExecReload='pyboss reload --wait', and pyboss's timeouts against
-    TimeoutStartSec=/TimeoutStopSec=; anything 'systemd-analyze verify' prints is
-    a finding too. One line per finding. Exit status: 0 clean, 1 findings, 2 bad
-    input.
+    Accepts both shapes 'pyboss units' writes: Type=notify with
+    ExecReload='pyboss reload --wait' (any systemd), and Type=notify-reload with
+    ExecReload='pyboss reload --wait --after-sighup' (systemd 253 and newer).
+    Checks NotifyAccess=, FileDescriptorStoreMax=, KillMode=, and pyboss's
+    timeouts against TimeoutStartSec=/TimeoutStopSec=.
+
+    Reports directives (and values, like Type=notify-reload) the target systemd
+    does not know, and an ExecStart= program that the unit's own sandbox hides
+    from the service (PrivateTmp= over /tmp, ProtectHome= over /home and /root,
+    DynamicUser= and a directory closed to other users, InaccessiblePaths=,
+    TemporaryFileSystem=), following the program's links and its #! interpreter
+    (a venv's python is a link to the interpreter it was made from).
+
+    Anything 'systemd-analyze verify' prints is a finding too. One line per
+    finding. Exit status: 0 clean, 1 findings, 2 bad input.
     """
-    findings = check_units(list(unit_files), run_verify=not no_verify)
+    findings = check_units(list(unit_files), run_verify=not no_verify,
+                           version=systemd_version)
     for line in findings:
         click.echo(line)
     return 1 if findings else 0

@@ -1,6 +1,7 @@
 """`pyboss exec`: parse and check everything, open every socket, then hand off to the lean
 supervisor image."""
 import contextlib
+import math
 import os
 import re
 
@@ -9,24 +10,39 @@ import click
 from .. import sd
 from ..errors import UserError
 from ..options import SECONDS, SignalType, check_executable
-from ..supervisor.control import ControlError, ControlServer, control_path, open_notify_socket
+from ..supervisor.control import (ControlError, ControlServer, control_path, open_notify_socket,
+                                  valid_name)
 from ..listeners import ListenError, ListenerSet, bind, parse_spec
 from ..systemd.fdstore import FdStore
 from ..supervisor.log import EventLog
 from ..supervisor.supervise import hand_off
-from ..supervisor.settings import Settings
+from ..supervisor.settings import DEFAULT_READY_GRACE, Settings
 from ..supervisor.watch import Inotify
 from ..supervisor.workers import MAX_WORKERS
 from ..systemd.upstream import Upstream
 
-_NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
-
-
 def checked_name(name):
-    if name is not None and not _NAME.match(name):
+    if not valid_name(name):
         raise UserError("invalid --name %r: use up to 64 letters, digits, '_', '-', '.', '@', "
                         "not starting with '.'" % name)
     return name or "pyboss"
+
+
+def check_readiness_options(ready_after, ready_timeout, ready_grace, ready_probe):
+    """The readiness options together, as `exec` and `units` both accept them."""
+    if ready_after is not None and ready_after >= ready_timeout:
+        raise UserError("--ready-after %g must be shorter than --ready-timeout %g"
+                        % (ready_after, ready_timeout))
+    if not math.isfinite(ready_grace) or ready_grace > 3600:
+        raise UserError("invalid --ready-grace %g: give seconds from 0 to 3600" % ready_grace)
+    if ready_probe is None:
+        return
+    if ready_after is not None:
+        raise UserError("--ready-after and --ready-probe exclude each other: the probe "
+                        "already tells when the app serves; drop --ready-after")
+    if not re.match(r"^/[\x21-\x7e]*$", ready_probe):
+        raise UserError("invalid --ready-probe %r: give an HTTP path starting with '/', "
+                        "without spaces, e.g. --ready-probe /healthz" % ready_probe)
 
 
 def checked_watch_paths(paths, debounce):
@@ -71,7 +87,8 @@ def checked_textfile(path):
 @click.option("--name", metavar="NAME", help="Name of this supervisor; picks its control "
               "socket and labels its log lines. Default: pyboss.")
 @click.option("--control", metavar="PATH", help="Control socket path (default: NAME.sock in "
-              "$RUNTIME_DIRECTORY, else $XDG_RUNTIME_DIR/pyboss, else /run/pyboss).")
+              "$RUNTIME_DIRECTORY, else $XDG_RUNTIME_DIR/pyboss, else /run/pyboss for "
+              "root, else /tmp/pyboss-UID).")
 @click.option("--listen", "listens", metavar="[NAME=]SPEC", multiple=True,
               help="Listen here and pass the socket to every generation; repeatable. SPEC: "
                    "PORT, :PORT, HOST:PORT, [V6]:PORT, tcp://HOST:PORT, udp://HOST:PORT, "
@@ -88,6 +105,17 @@ def checked_textfile(path):
 @click.option("--ready-timeout", type=SECONDS, default=60, show_default=True,
               metavar="SECONDS", help="A generation not ready by then is killed; a reload "
               "fails and the old generation keeps serving.")
+@click.option("--ready-probe", metavar="PATH", help="Ready also means: answers HTTP GET PATH "
+              "with 2xx or 3xx on a unix socket of its own, passed after the listeners and "
+              "named pyboss-probe in LISTEN_FDNAMES (the old generation cannot answer it). "
+              "Retried every 0.1s until --ready-timeout. An app that speaks sd_notify must "
+              "send READY=1 as well. For servers that serve every inherited socket.")
+@click.option("--ready-grace", type=SECONDS, default=DEFAULT_READY_GRACE, show_default=True,
+              metavar="SECONDS", help="Settle period: a generation that reported ready must "
+              "stay alive this long before the old one drains and the reload succeeds; dying "
+              "inside it fails the reload (or counts toward --crash-limit). Catches builds "
+              "that send READY=1 and then die, like gunicorn's master before its workers "
+              "load a broken app. Each reload takes this much longer; 0 turns it off.")
 @click.option("--drain-signal", type=SignalType(), default="TERM", show_default=True,
               help="Sent to the old generation once the new one is ready.")
 @click.option("--drain-timeout", type=SECONDS, default=30, show_default=True,
@@ -104,7 +132,8 @@ def checked_textfile(path):
               help="Old generations allowed to drain at once; the oldest is killed beyond.")
 @click.option("--crash-limit", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="Give up (exit 1) after this many generations in a row exited without "
-                   "ever becoming ready; systemd's Restart= can take over from there.")
+                   "ever becoming ready, or died inside their settle period; systemd's "
+                   "Restart= can take over from there.")
 @click.option("--capture-output", is_flag=True,
               help="Relay every generation's stdout and stderr through pyboss, each line "
                    "prefixed with '[gen N] ', and keep the last lines so that a failed reload "
@@ -146,9 +175,10 @@ def checked_textfile(path):
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def exec_command(name, control, listens, socket_mode, backlog, ready_after, ready_timeout,
-                 drain_signal, drain_timeout, stop_signal, stop_timeout, max_draining,
-                 crash_limit, capture_output, metrics_address, metrics_textfile, watched,
-                 reload_debounce, workers, reload_strategy, max_surge, quiet, command):
+                 ready_probe, ready_grace, drain_signal, drain_timeout, stop_signal,
+                 stop_timeout, max_draining, crash_limit, capture_output, metrics_address,
+                 metrics_textfile, watched, reload_debounce, workers, reload_strategy, max_surge,
+                 quiet, command):
     """Run COMMAND as supervised generations on shared listening sockets.
 
     \b
@@ -161,7 +191,8 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     (0..N-1 with --workers N).
 
     SIGHUP or 'pyboss reload' starts a new generation; the old one gets the drain
-    signal once the new one is ready. SIGTERM, SIGINT or 'pyboss stop' stop every
+    signal once the new one is ready (READY=1, or --ready-after, and --ready-probe
+    if given) and then stayed alive for --ready-grace. SIGTERM, SIGINT or 'pyboss stop' stop every
     generation gracefully, then pyboss exits. Exit status: 0 after a stop, 1 when
     the app never became ready CRASH_LIMIT times in a row, 2 for bad input or a
     COMMAND that cannot be executed, 70 when pyboss itself failed (its generations
@@ -198,9 +229,7 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
                         "pyboss exec --listen :8080 -- myapp")
     name = checked_name(name)
     check_executable(command[0])
-    if ready_after is not None and ready_after >= ready_timeout:
-        raise UserError("--ready-after %g must be shorter than --ready-timeout %g"
-                        % (ready_after, ready_timeout))
+    check_readiness_options(ready_after, ready_timeout, ready_grace, ready_probe)
     mode = None
     if socket_mode is not None:
         if not re.match(r"^0?[0-7]{3,4}$", socket_mode):
@@ -221,7 +250,8 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
                         capture_output=capture_output,
                         metrics_textfile=checked_textfile(metrics_textfile),
                         reload_on_change=checked_watch_paths(watched, reload_debounce),
-                        reload_debounce=reload_debounce, workers=workers,
+                        reload_debounce=reload_debounce, ready_grace=ready_grace,
+                        ready_probe=ready_probe, workers=workers,
                         reload_strategy=reload_strategy, max_surge=max_surge)
     metrics_spec = checked_metrics_address(metrics_address)
     path = control_path(name, control)

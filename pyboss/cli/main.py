@@ -1,5 +1,4 @@
 """The pyboss command line: exec, reload, scale, stop, status."""
-import json
 import os
 import sys
 
@@ -7,8 +6,8 @@ import click
 
 from .. import __version__
 from ..options import Seconds
-from ..supervisor.control import DEFAULT_TIMEOUT, ControlError, control_path, request
-from ..supervisor.status_text import format_status
+from ..supervisor.control import DEFAULT_TIMEOUT
+from .client import run_reload, run_scale, run_status, run_stop
 from .exec import checked_name, exec_command
 from ..supervisor.workers import MAX_WORKERS
 from .check import check_command
@@ -28,7 +27,8 @@ def control_options(func):
     return click.option("--name", metavar="NAME",
                         help="Name the pyboss was started with (default: pyboss). Its control "
                              "socket is NAME.sock in $RUNTIME_DIRECTORY, else "
-                             "$XDG_RUNTIME_DIR/pyboss, else /run/pyboss.")(func)
+                             "$XDG_RUNTIME_DIR/pyboss, else /run/pyboss for root, else "
+                             "/tmp/pyboss-UID.")(func)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,22 +45,15 @@ def cli():
     """
 
 
-def ask(name, control, timeout, message):
-    """The supervisor's answer; no answer (none running, an impostor, a timeout, an exit
-    before answering) is one line on stderr and exit 1."""
-    path = control_path(checked_name(name), control, client=True)
-    try:
-        return request(path, message, timeout)
-    except ControlError as e:
-        click.echo("pyboss: %s" % e, err=True)
-        sys.exit(1)
-
-
 @cli.command("reload")
 @control_options
 @click.option("--wait", is_flag=True, help="Return only when the reload is over: exit 0 "
               "once the new generation is serving, 1 with the reason if it failed.")
-def reload_command(name, control, timeout, wait):
+@click.option("--after-sighup", is_flag=True, help="Start no reload: wait for the one the "
+              "newest SIGHUP started and report it as --wait does (for ExecReload= with "
+              "Type=notify-reload, which runs right after systemd's SIGHUP). Starts one if "
+              "that outcome was already reported, or no SIGHUP came.")
+def reload_command(name, control, timeout, wait, after_sighup):
     """Start a new generation; drain the old one once the new one is ready.
 
     A failed reload's reason is followed by the last lines (up to 5) the failed
@@ -68,32 +61,20 @@ def reload_command(name, control, timeout, wait):
     from the generation's journal stream, elsewhere with 'exec --capture-output'.
 
     Without --wait, returns as soon as pyboss has the request. Requests made while
-    a reload is under way coalesce into one follow-up reload. Use
-    'ExecReload=pyboss reload --wait' under systemd so that 'systemctl reload'
-    is synchronous and reports failure.
+    a reload is under way coalesce into one follow-up reload. Under systemd, use
+    'ExecReload=pyboss reload --wait' with Type=notify (systemd 252 and older), or
+    'ExecReload=pyboss reload --wait --after-sighup' with Type=notify-reload (253
+    and newer), so that 'systemctl reload' is synchronous and fails when the
+    reload fails: systemd itself counts any READY=1 after RELOADING=1 as success.
     """
-    reply = ask(name, control, timeout, {"command": "reload", "wait": wait})
-    if not reply.get("ok"):
-        click.echo("pyboss reload: failed: %s" % reply.get("error"), err=True)
-        for line in reply.get("last_lines") or []:
-            click.echo("  | %s" % line, err=True)      # what the failed generation wrote last
-        return 1
-    if wait:
-        click.echo("pyboss: reloaded: generation %d (pid %d) serving"
-                   % (reply["generation"], reply["pid"]))
-    return 0
+    return run_reload(checked_name(name), control, wait, timeout, after_sighup)
 
 
 @cli.command("stop")
 @control_options
 def stop_command(name, control, timeout):
     """Stop every generation gracefully; return once pyboss has exited."""
-    reply = ask(name, control, timeout, {"command": "stop"})
-    if not reply.get("ok"):
-        click.echo("pyboss stop: pyboss exited with status %s: %s"
-                   % (reply.get("exit_code"), reply.get("error")), err=True)
-        return 1
-    return 0
+    return run_stop(checked_name(name), control, timeout)
 
 
 @cli.command("scale")
@@ -109,13 +90,7 @@ def scale_command(name, control, timeout, workers):
     to pyboss add and remove one worker without waiting. The number lasts until
     pyboss stops; put --workers in the unit to keep it.
     """
-    reply = ask(name, control, timeout, {"command": "scale", "workers": workers})
-    if not reply.get("ok"):
-        click.echo("pyboss scale: failed: %s" % reply.get("error"), err=True)
-        return 1
-    click.echo("pyboss: %d workers serving (pids %s)"
-               % (reply["workers"], ", ".join(map(str, reply["pids"]))))
-    return 0
+    return run_scale(workers, checked_name(name), control, timeout)
 
 
 @cli.command("status")
@@ -132,19 +107,7 @@ def status_command(name, control, timeout, as_json, check):
     a failed generation wrote. --json prints every field; the README's
     "pyboss status --json" section describes them.
     """
-    status = ask(name, control, timeout, {"command": "status"})
-    if check:
-        serving = [g for g in status.get("generations", []) if g.get("state") == "serving"]
-        if serving and status.get("state") in ("serving", "reloading"):
-            click.echo("serving: generation %d (pid %d)" % (serving[-1]["number"], serving[-1]["pid"]))
-            return 0
-        click.echo("not serving: pyboss is %s" % status.get("state"), err=True)
-        return 1
-    if as_json:
-        click.echo(json.dumps(status, indent=2))
-        return 0
-    click.echo(format_status(status))
-    return 0
+    return run_status(checked_name(name), control, as_json, check, timeout)
 
 
 cli.add_command(exec_command)
@@ -153,8 +116,13 @@ cli.add_command(check_command)
 cli.add_command(start_server_command)
 
 
+# click >= 8.2 raises this for a bare `pyboss`; older ones print the help and exit 0.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main(argv=None):
-    """Entry point: click's errors become one line and exit status 2.
+    """click's entry point (pyboss.cli.main sends the plain client commands elsewhere):
+    click's errors become one line and exit status 2.
 
     Run through a link named start_server, pyboss is `pyboss start-server`.
     """
@@ -167,6 +135,9 @@ def main(argv=None):
         code = e.exit_code
     except click.exceptions.Abort:
         code = 130
+    except _NO_ARGS_IS_HELP as e:
+        e.show()        # a bare `pyboss`: the whole help, as written, on stderr
+        code = e.exit_code
     except click.ClickException as e:
         ctx = getattr(e, "ctx", None)
         where = ctx.command_path if ctx is not None else "pyboss"

@@ -85,7 +85,7 @@ def _say(text):
 @click.option("--restart", is_flag=True, help="Restart the running start_server of --pid-file "
               "and return once only the new generation runs (needs --status-file).")
 @click.option("--stop", is_flag=True, help="Stop the running start_server of --pid-file; "
-              "return once it has exited.")
+              "return once its workers are gone and its files removed.")
 @click.option("-q", "--quiet", is_flag=True, help="(pyboss) Log only warnings and errors.")
 @click.version_option(__version__, prog_name="pyboss start-server",
                       message="%(prog)s %(version)s (start_server " + COMPATIBLE_WITH
@@ -293,7 +293,8 @@ def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_h
                             ready_timeout=ready_timeout if wait_ready else options.interval + 60,
                             drain_signal=signal_on_hup, drain_timeout=NEVER,
                             stop_signal=signal_on_term, stop_timeout=NEVER,
-                            max_draining=sys.maxsize, crash_limit=sys.maxsize)
+                            max_draining=sys.maxsize, crash_limit=sys.maxsize,
+                            ready_grace=0)   # start_server's --interval is its settle period
         supervisor = StarterSupervisor(settings, listeners, server, notify,
                                        StarterLog("start_server", quiet), options)
         held = []
@@ -308,7 +309,10 @@ def serve(command, ports, paths, workdir, wait_ready, ready_timeout, signal_on_h
         if logger is not None:
             finish_logger(logger, redirected)
         if pid:
-            pid.remove()                  # last: --stop returns once everything is done
+            # Last: --stop returns once everything is done, not after the interpreter's
+            # own teardown (tens of ms with nothing left to wait for).
+            pid.remove()
+            pid.release()
 
 
 def finish_logger(logger, redirected):

@@ -52,12 +52,16 @@ class PidFile:
         os.pwrite(self.fd, b"%d\n" % os.getpid(), 0)
 
     def remove(self):
-        """Unlink; the lock stays until this process exits, and --stop waits for that."""
+        """Unlink; the lock stays until release() (or exit), and --stop waits for that."""
         try:
             if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
                 os.unlink(self.path)
         except OSError:
             pass
+
+    def release(self):
+        """Let go of the lock: this start_server is done."""
+        os.close(self.fd)
 
 
 def write_status_file(path, generations):
@@ -145,7 +149,10 @@ def restart_server(pid_file, status_file, say, poll=0.1):
 
     start_server 0.35 waits for exactly 'newest + 1' and hangs forever when that
     generation failed and a retry (newest + 2) took over; any newer one counts here.
+    The status file is read every 5 ms for the first 0.2 s, then ever less often, up to
+    every `poll` seconds: a quick restart is not kept waiting, a slow one costs little.
     """
+    delay, quick_until = 0.005, time.monotonic() + 0.2
     pid, fd = _running_pid(pid_file)
     try:
         generations = read_status_file(status_file)
@@ -163,7 +170,9 @@ def restart_server(pid_file, status_file, say, poll=0.1):
                 return
             if not _still_running(fd):
                 raise StarterError("start_server (pid %d) exited during the restart" % pid)
-            time.sleep(poll)
+            time.sleep(delay)
+            if time.monotonic() > quick_until:
+                delay = min(delay * 2, poll)
     finally:
         os.close(fd)
 

@@ -9,6 +9,7 @@ and never waits unbounded.
 import errno
 import fcntl
 import os
+import re
 import socket
 import struct
 import time
@@ -23,12 +24,18 @@ from .rundir import (DEFAULT_NAME, ControlError, NotRunning, check_default_dir, 
 __all__ = ["ControlError", "NotRunning", "ControlServer", "control_path", "request", "runtime_dir",
            "open_notify_socket", "DEFAULT_TIMEOUT"]
 
+_NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
 _PEERCRED = struct.Struct("3i")
 DEFAULT_TIMEOUT = 10.0    # for the supervisor to answer, or to accept a longer request
 MARGIN = 10.0             # beyond the time the supervisor announced for the work itself
 MAX_READING = 64          # connections that have not sent their request yet
 MAX_PARKED = 256          # connections waiting for the end of a reload or stop
 IDLE_TIMEOUT = 10.0       # for a client to send its request
+
+
+def valid_name(name):
+    """Whether --name NAME can name a control socket (None: the default name)."""
+    return name is None or bool(_NAME.match(name))
 
 
 def control_path(name=None, control=None, client=False):

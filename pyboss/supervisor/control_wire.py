@@ -51,7 +51,7 @@ def parse_request(line):
     command = request.get("command")
     if command not in COMMANDS:
         raise BadRequest("unknown command %s" % json.dumps(command)[:80])
-    for flag in ("wait", "ack"):
+    for flag in ("wait", "ack", "after_sighup"):
         if not isinstance(request.get(flag, False), bool):
             raise BadRequest("'%s' must be true or false" % flag)
     return request

@@ -11,12 +11,13 @@ import signal
 import time
 from collections import deque
 
-from .. import sd
 from .generation import DRAINING, Generation, is_descendant
 from . import limits
 from .loop import EventLoop, describe_failure
 from .observe import Observations
+from .readiness import Readiness
 from .reaper import Reaper
+from .sighup import SighupReloads
 from .watch import ChangeReloads
 from .rolling import RollingReload
 from .workers import WorkerSlots
@@ -30,7 +31,7 @@ class ReloadFailed(Exception):
     """A new generation did not become ready; the old one keeps serving."""
 
 
-class Supervisor(RollingReload, WorkerSlots, EventLoop):
+class Supervisor(RollingReload, WorkerSlots, SighupReloads, EventLoop):
     SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGTTIN,
                signal.SIGTTOU)
 
@@ -43,6 +44,7 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
         self.log = log
         self.upstream = upstream or Upstream()
         self.keepalive = Keepalive(self)   # EXTEND_TIMEOUT_USEC=, WATCHDOG=1 to systemd
+        self.readiness = Readiness(self)   # READY=1, --ready-after, --ready-probe, settling
         self.current = None           # the serving generation
         self.pending = None           # the generation starting up, if any
         self.pending_purpose = None   # "start" | "reload"
@@ -101,7 +103,8 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
             for slot in range(self.settings.workers):
                 self.spawn_worker(gen, slot)
         except OSError as e:
-            self.log("spawn-failed", "cannot fork: %s" % e.strerror, level="error")
+            self.log("spawn-failed", "cannot start generation %d: %s" % (self.number, e.strerror),
+                     level="error")
             if gen.workers:         # the slots that did start: killed, reaped from old
                 self.retire(gen, signal.SIGKILL, 0)
             self.respawn_timer = self.call_later(self.next_backoff(), lambda: self.spawn(purpose))
@@ -133,8 +136,8 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
             if "STATUS" in fields:
                 worker.status_text = fields["STATUS"]
             self.keepalive.on_notify(gen, fields)
-            if fields.get("READY") == "1":
-                self.on_worker_ready(worker)
+            if not self.stopping:
+                self.readiness.on_notify(worker, fields)
 
     # -- the reload state machine -------------------------------------------------
 
@@ -154,6 +157,8 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
         self.start_followup()
 
     def pending_failed(self, gen):
+        for worker in gen.workers.values():
+            self.readiness.forget(worker)
         self.pending = None
         reason = gen.failure
         if gen.alive:
@@ -162,11 +167,12 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
             return
         detail = reason + self.observed.failure(gen.failed_worker)   # its last lines, if known
         gen.last_lines = gen.failed_worker.last_lines
+        # Success or not, systemd awaits a READY=1 for every RELOADING=1.
+        self.upstream.reload_over("reload failed: %s; %s" % (detail, self.status_line()))
         if self.pending_purpose == "reload" and self.current is not None:
             self.record_reload(gen, "failed", reason)
             self.log("reload-failed", "reload failed: %s; %s keeps serving" % (detail, self.current),
                      level="error", generation=gen.number, pid=gen.pid)
-            self.upstream.ready("reload failed: %s; %s" % (detail, self.status_line()))
             self.answer({"ok": False, "error": reason, "last_lines": gen.last_lines})
             self.start_followup()
             return
@@ -207,6 +213,8 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
         worker.close()
         if worker.deadline_timer is not None:
             worker.deadline_timer.cancel()
+        self.readiness.exited(worker)       # a death while settling says so
+        self.readiness.forget(worker)
         gen = self.generation_of(worker)
         if gen is not None:
             gen.forget(worker)
@@ -263,12 +271,14 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
         self.reload_requested_at = (time.time(), time.monotonic())
         if self.current is None:        # waiting out a backoff: try again right away
             self.respawn_timer.cancel()
-            return self.spawn("start")
         self.upstream.reloading()
-        if self.settings.reload_strategy == "rolling":
-            return self.start_roll()
-        self.log("reload", "reload requested; starting generation %d" % (self.number + 1))
-        self.spawn("reload")
+        if self.current is not None and self.settings.reload_strategy == "rolling":
+            self.start_roll()
+        else:
+            if self.current is not None:
+                self.log("reload", "reload requested; starting generation %d" % (self.number + 1))
+            self.spawn("reload" if self.current is not None else "start")
+        self.keepalive.extend_timeout()     # systemd's reload timeout runs from now
 
     def start_followup(self):
         waiters, self.followup = self.followup, None
@@ -285,9 +295,6 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
         self.history.append(self.observed.reload(gen, outcome, reason, requested, started))
 
     # -- stop -----------------------------------------------------------------------
-
-    def handle_SIGHUP(self):
-        self.request_reload()
 
     def handle_SIGTERM(self):
         self.stop()
@@ -343,6 +350,7 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
         for gen in self.generations():
             self.log("abandoned", "pyboss is failing: %s keeps running without it" % gen,
                      level="error", generation=gen.number, pid=gen.pid)
+        self.readiness.close()
         self.listeners.close(final=not self.generations())
         self.notify.close()
         self.control.close()
@@ -359,10 +367,7 @@ class Supervisor(RollingReload, WorkerSlots, EventLoop):
         if command == "status":
             conn.reply(self.status())
         elif command == "reload" and request.get("wait"):
-            # The pending generation's time, then this reload's own if it is a follow-up.
-            conn.accepted((2 if self.pending else 1) * self.reload_time()
-                          + self.settings.backoff_max)
-            self.request_reload(conn)
+            self.reload_for_client(conn, after_sighup=request.get("after_sighup", False))
         elif command == "reload":
             self.request_reload()
             conn.reply({"ok": True, "queued": True})

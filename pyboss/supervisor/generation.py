@@ -77,7 +77,7 @@ def _exec_child(argv, env, fds, error_fd, output=None):
         os.dup2(error_high, error_fd, inheritable=False)
         os.closerange(error_fd + 1, 1 << 20)
         if count:
-            env["LISTEN_PID"] = str(os.getpid())
+            sd.child_identity(env)
         if "WATCHDOG_USEC" in env:      # the watchdog pyboss offers is the child's own
             env["WATCHDOG_PID"] = str(os.getpid())
         os.execvpe(argv[0], argv, env)

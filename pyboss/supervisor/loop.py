@@ -83,9 +83,13 @@ class EventLoop:
                 timer = heapq.heappop(self._timers)[2]
                 if not timer.cancelled:
                     self.dispatch(timer.callback)
-            while self._signals:
-                name = signal.Signals(self._signals.popleft()).name
-                self.dispatch(getattr(self, "handle_" + name))
+            self.dispatch_signals()
+
+    def dispatch_signals(self):
+        """Handle the signals received so far (also from a callback that must see them)."""
+        while self._signals:
+            name = signal.Signals(self._signals.popleft()).name
+            self.dispatch(getattr(self, "handle_" + name))
 
     def dispatch(self, callback):
         """One event's bug is one event's problem: the loop goes on."""

@@ -27,11 +27,12 @@ class RollingReload:
     roll = None
 
     def reload_time(self):
-        """The longest a reload may take: --ready-timeout per batch of new workers."""
+        """The longest a reload may take: --ready-timeout and the settle period (--ready-grace)
+        per batch of new workers."""
         if self.settings.reload_strategy != "rolling":
             return self.settings.ready_timeout
         batches = -(-self.settings.workers // self.settings.max_surge)
-        return batches * self.settings.ready_timeout
+        return batches * (self.settings.ready_timeout + self.settings.ready_grace)
 
     def start_roll(self):
         self.number += 1
@@ -86,6 +87,8 @@ class RollingReload:
     def roll_stopped(self, reason, lines="", last_lines=None):
         gen, roll = self.pending, self.roll
         self.pending = self.roll = None
+        for worker in gen.workers.values():
+            self.readiness.forget(worker)
         if gen.alive:
             self.retire(gen, signal.SIGKILL, 0)
         if self.stopping:
@@ -95,6 +98,6 @@ class RollingReload:
         gen.last_lines = last_lines
         self.log("reload-failed", "reload failed: %s%s; %s keeps serving"
                  % (verdict, lines, self.current), level="error", generation=gen.number)
-        self.upstream.ready("reload failed: %s%s; %s" % (verdict, lines, self.status_line()))
+        self.upstream.reload_over("reload failed: %s%s; %s" % (verdict, lines, self.status_line()))
         self.answer({"ok": False, "error": verdict, "last_lines": last_lines})
         self.start_followup()

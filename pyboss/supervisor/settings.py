@@ -1,6 +1,12 @@
 """How pyboss runs the app: the options `exec` (and the drop-ins) hand to the core."""
 import signal
 
+# The settle period a generation must stay alive after it reported ready. gunicorn sends
+# READY=1 before its workers import the app; with a broken app its master exits 0.1-0.55 s
+# later on an idle 2-core machine and up to 1.16 s with the CPUs 150% oversubscribed
+# (benchmarks: "a broken build that still sends READY=1"). 3 s covers that with room.
+DEFAULT_READY_GRACE = 3.0
+
 
 class Settings:
     """How pyboss runs the app; plain attributes, handed across exec() as a dict."""
@@ -9,8 +15,9 @@ class Settings:
                  drain_signal=signal.SIGTERM, drain_timeout=30.0, stop_signal=signal.SIGTERM,
                  stop_timeout=30.0, max_draining=4, crash_limit=5, backoff_initial=0.1,
                  backoff_max=10.0, capture_output=False, metrics_textfile=None,
-                 reload_on_change=(), reload_debounce=0.2, workers=1, reload_strategy="all",
-                 max_surge=1):
+                 reload_on_change=(), reload_debounce=0.2,
+                 ready_grace=DEFAULT_READY_GRACE, ready_probe=None, workers=1,
+                 reload_strategy="all", max_surge=1):
         self.argv = list(argv)
         self.name = name
         self.ready_after = ready_after          # None: wait for READY=1
@@ -25,6 +32,8 @@ class Settings:
         self.backoff_max = backoff_max
         self.capture_output = capture_output    # relay the generations' output (output.py)
         self.metrics_textfile = metrics_textfile
+        self.ready_grace = ready_grace          # alive this long after ready, or it failed
+        self.ready_probe = ready_probe          # None, or the HTTP path probed per generation
         self.reload_on_change = list(reload_on_change)   # absolute paths to watch
         self.reload_debounce = reload_debounce
         self.workers = workers                  # processes per generation (scale changes it)

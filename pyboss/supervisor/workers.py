@@ -35,10 +35,16 @@ class WorkerSlots:
         """Fork a worker of generation gen into slot; raises OSError if it cannot."""
         extra = dict(self.keepalive.child_env(), PYBOSS_GENERATION=str(gen.number),
                      PYBOSS_WORKER=str(slot))
-        env = sd.child_env(os.environ, self.listeners.names, self.notify.path, extra)
-        worker = self.observed.output.spawn(Worker.spawn, gen.number, slot, self.settings.argv,
-                                            self.child_env(env), self.listeners.fds(),
-                                            self.settings.workers > 1)
+        names, fds = self.readiness.child_listeners(gen.number, slot, self.listeners)
+        env = sd.child_env(os.environ, names, self.notify.path, extra)
+        try:
+            worker = self.observed.output.spawn(Worker.spawn, gen.number, slot,
+                                                self.settings.argv, self.child_env(env), fds,
+                                                self.settings.workers > 1)
+        except OSError:
+            self.readiness.spawn_failed(gen.number, slot)
+            raise
+        self.readiness.spawned(worker)
         worker.reaper = self.reaper     # signals reach the worker's whole process tree
         gen.workers[slot] = worker
         self.watch(worker.pidfd, lambda: self.on_worker_exit(worker))
@@ -65,17 +71,29 @@ class WorkerSlots:
             worker.exec_failed = True
             worker.failure = "cannot execute %s: %s" % (self.settings.argv[0], error)
             return          # the exit (status 127) follows at once and is handled there
-        if self.settings.ready_after is not None and not worker.ready:
-            worker.deadline_timer.cancel()
-            worker.deadline_timer = self.call_later(self.settings.ready_after,
-                                                    lambda: self.on_worker_ready(worker))
+        if self.worker_starting(worker):
+            self.readiness.exec_succeeded(worker)
+
+    def worker_starting(self, worker):
+        """Whether worker is alive and still to pass the readiness rules."""
+        gen = self.generation_of(worker)
+        return not (self.stopping or not worker.alive or worker.ready or gen is None
+                    or gen in self.old)
+
+    def worker_settling(self, worker, state):
+        """worker reported ready and now settles; a generation all of whose workers settle
+        or serve settles too (status shows it)."""
+        worker.state = state
+        gen = self.generation_of(worker)
+        if gen is self.pending and self.roll is None \
+                and all(w.state == state or w.ready for w in gen.workers.values()):
+            gen._state = state
 
     def on_ready_timeout(self, worker):
         gen = self.generation_of(worker)
         if worker.ready or not worker.alive or gen is None or gen in self.old:
             return
-        what = "ready (READY=1)" if self.settings.ready_after is None else "alive long enough"
-        worker.failure = "%s not %s within %gs" % (worker, what, self.settings.ready_timeout)
+        worker.failure = self.readiness.not_ready_reason(worker)
         if gen is self.pending:
             self.pending_worker_failed(gen, worker)
         else:       # a respawned or added worker: its exit counts against its slot
@@ -84,10 +102,12 @@ class WorkerSlots:
             worker.signal(signal.SIGKILL)
 
     def on_worker_ready(self, worker):
-        gen = self.generation_of(worker)
-        if self.stopping or not worker.alive or worker.ready or gen is None or gen in self.old:
+        """worker passed the readiness rules (readiness.py), settle period included."""
+        if not self.worker_starting(worker):
             return
+        gen = self.generation_of(worker)
         worker.deadline_timer.cancel()
+        self.readiness.forget(worker)
         worker.mark_ready()
         if gen is self.pending:
             if self.roll is not None:

@@ -10,6 +10,7 @@ class Upstream:
     def __init__(self, environ=os.environ):
         self.socket_path = environ.pop("NOTIFY_SOCKET", None)
         self.ready_sent = False
+        self.reloading_sent = False     # RELOADING=1 sent, its READY=1 not yet
 
     @property
     def active(self):
@@ -24,12 +25,21 @@ class Upstream:
 
     def ready(self, status):
         self.ready_sent = True
+        self.reloading_sent = False
         self.send("READY=1", "STATUS=" + status)
 
     def reloading(self):
+        if not self.ready_sent:
+            return      # systemd is still starting the service: READY=1 comes anyway
         # MONOTONIC_USEC lets Type=notify-reload tell this reload from an earlier one.
+        self.reloading_sent = True
         self.send("RELOADING=1", "MONOTONIC_USEC=%d" % sd.monotonic_usec(),
                   "STATUS=reloading")
+
+    def reload_over(self, status):
+        """READY=1 if a RELOADING=1 awaits it: systemd stays "reloading" until then."""
+        if self.reloading_sent:
+            self.ready(status)
 
     def stopping(self):
         self.send("STOPPING=1", "STATUS=stopping")

@@ -64,11 +64,15 @@ class Keepalive:
             return
         starting = not supervisor.upstream.ready_sent
         pending = supervisor.pending
-        if pending is not None and (starting or supervisor.pending_purpose == "reload"):
-            deadline = pending.started_mono + supervisor.settings.ready_timeout
+        reloading = supervisor.pending_purpose == "reload" or supervisor.upstream.reloading_sent
+        if pending is not None and (starting or reloading):
+            # Ready by --ready-timeout, then settled (--ready-grace) before pyboss reports.
+            deadline = pending.started_mono + supervisor.settings.ready_timeout + \
+                supervisor.settings.ready_grace
         elif starting and supervisor.respawn_timer is not None \
                 and not supervisor.respawn_timer.cancelled:
-            deadline = supervisor.respawn_timer.when + supervisor.settings.ready_timeout
+            deadline = supervisor.respawn_timer.when + supervisor.settings.ready_timeout + \
+                supervisor.settings.ready_grace
         else:
             return      # systemd is not waiting (a respawn while serving is pyboss's business)
         usec = int((deadline - now + EXTEND_MARGIN) * 1e6)

@@ -1,0 +1,2 @@
+"""A broken build: importing it fails, as a typo in a deploy would."""
+raise RuntimeError("this build is broken")
