@@ -24,7 +24,7 @@ import time
 from benchmarks import install
 from benchmarks.load import LoadClient, request_once, summarize, wait_until_serving
 from benchmarks.peers import Pyboss, child_env, free_port
-from benchmarks.scenarios import FULL, QUICK, Context, own_account_figures, reloads_under_load
+from benchmarks.scenarios import FULL, QUICK, Context, reloads_under_load
 from pyboss.supervisor.settings import DEFAULT_READY_GRACE
 
 GOOD = '''import json, os

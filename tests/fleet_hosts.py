@@ -1,7 +1,7 @@
 """A fleet simulated on one machine, for the rolling-reload tests (tests/test_fleet.py).
 
 Each host is a real systemd booted in namespaces of its own (systemd_harness), with its
-own /srv (the app's builds), its own network namespace plugged into a private bridge
+own /run/fleet (the app's builds), its own network namespace plugged into a private bridge
 (private_network) and the units `pyboss units` writes, run as a user would on the host.
 Debian's HAProxy balances across the hosts from the bridge's namespace, with HTTP
 health checks. ansible-playbook reaches the hosts with the nsenter connection plugin
@@ -13,8 +13,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 from pyboss_testing import TIMEOUT, read_until_closed, wait_until
@@ -27,7 +25,7 @@ CONNECTION_PLUGINS = Path(__file__).resolve().parent / "ansible_plugins" / "conn
 PYBOSS_SCRIPT = Path(PYTHON).parent / "pyboss"
 
 APP = "myapp"
-APP_ROOT = "/srv/myapp"             # inside each host; its /srv is the test's directory
+APP_ROOT = "/run/fleet/myapp"       # inside each host: its own /run, so a clone in /srv stays visible
 APP_PORT = 8080
 LAN = "10.77.0.%d"                  # the private bridge's network (inside namespaces only)
 BALANCER_PORT = 8000
@@ -87,7 +85,7 @@ def write_build(builds_dir, name, *demo_options):
 
 
 class Host:
-    """One simulated host: its systemd namespace, its address, its /srv on our side."""
+    """One simulated host: its systemd namespace, its address, its /run/fleet on our side."""
 
     def __init__(self, name, ns, address, srv):
         self.name, self.ns, self.address, self.srv = name, ns, address, srv
@@ -127,7 +125,7 @@ class Fleet:
         releases.mkdir(parents=True)
         shutil.copytree(first_build, releases / first_build.name, symlinks=True)
         os.symlink("%s/releases/%s" % (APP_ROOT, first_build.name), srv / "myapp" / "current")
-        ns = systemd_ns(units, binds={"/srv": srv})
+        ns = systemd_ns(units, binds={"/run/fleet": srv})
         # On the host, as its operator would: units from `pyboss units`, then the socket.
         written = ns.run([PYBOSS_SCRIPT, "units", APP, "--listen", "http=%d" % APP_PORT,
                           "--ready-timeout", "20", "--output", "/run/systemd/system", "--",

@@ -35,10 +35,18 @@ def readable_copy():
     return _copy
 
 
-def pyboss_as(user, group="nogroup"):
-    """argv prefix: `pyboss` as USER:GROUP with no supplementary groups."""
-    python = getattr(sys, "_base_executable", sys.executable)
+# The interpreter the venv was made from, outside the checkout.
+BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
+
+
+def pyboss_argv():
+    """argv prefix: `pyboss` from the readable copy, for any user to run."""
     start = ("import runpy, sys; sys.path.insert(0, %r); sys.argv[0] = 'pyboss'; "
              "runpy.run_module('pyboss', run_name='__main__')" % readable_copy())
-    return ["setpriv", "--reuid=%s" % user, "--regid=%s" % group, "--clear-groups",
-            python, "-s", "-c", start]
+    return [BASE_PYTHON, "-s", "-c", start]
+
+
+def pyboss_as(user, group="nogroup"):
+    """argv prefix: `pyboss` as USER:GROUP with no supplementary groups."""
+    return ["setpriv", "--reuid=%s" % user, "--regid=%s" % group, "--clear-groups"] + \
+        pyboss_argv()

@@ -1,6 +1,7 @@
 """Real pyboss processes, a real load client, and /proc inspection for the tests."""
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -107,9 +108,11 @@ class Pyboss(LoggedProcess):
     """One `pyboss exec` under test, with its control socket in a temp dir."""
 
     def __init__(self, tmp_path, command, *options, listen=("127.0.0.1:0",), env=None,
-                 wait_ready=True, name="t", wrapper=()):
+                 wait_ready=True, name="t", wrapper=(), control=None, cwd=None):
         self.dir = str(tmp_path)
-        self.control = os.path.join(self.dir, name + ".sock")
+        os.makedirs(self.dir, exist_ok=True)
+        # control: another pyboss's control socket (one started after it died).
+        self.control = control or os.path.join(self.dir, name + ".sock")
         self.upstream = Notifications(self.dir)
         args = PYBOSS + ["exec", "--control", self.control]
         for spec in listen:
@@ -120,7 +123,9 @@ class Pyboss(LoggedProcess):
         self.log = open(self.log_path, "w")
         # wrapper: what runs pyboss, e.g. unshare for a PID namespace of its own, or
         # prlimit for a smaller fd limit
-        self.proc = subprocess.Popen(list(wrapper) + args, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(list(wrapper) + args, env=full_env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, cwd=cwd)
+        self.env = full_env
         if wait_ready:
             self.upstream.wait_for("READY=1")
 
@@ -128,9 +133,9 @@ class Pyboss(LoggedProcess):
     def pid(self):
         return self.proc.pid
 
-    def cli(self, *args, timeout=TIMEOUT):
+    def cli(self, *args, timeout=TIMEOUT, env=None):
         return subprocess.run(PYBOSS + list(args) + ["--control", self.control],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, env=env)
 
     def status(self):
         result = self.cli("status", "--json")
@@ -250,6 +255,38 @@ def children(pid):
         if int(fields[1]) == pid:
             found.append((int(entry), fields[0].decode()))
     return found
+
+
+def socket_inodes(pid):
+    """The inodes of every socket pid holds open, from /proc/PID/fd."""
+    found = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            found.add(int(link[8:-1]))
+    return found
+
+
+def install_build(site, version):
+    """Copy this checkout's pyboss package into site/ as version VERSION: the 'pyboss
+    installed now' for a supervisor started with PYTHONPATH=site."""
+    import shutil
+    source = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyboss")
+    target = os.path.join(str(site), "pyboss")
+    staging = target + ".new"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__"))
+    init = os.path.join(staging, "__init__.py")
+    with open(init) as f:
+        text = f.read()
+    with open(init, "w") as f:
+        f.write(re.sub(r'__version__ = "[^"]*"', '__version__ = "%s"' % version, text, count=1))
+    shutil.rmtree(target, ignore_errors=True)
+    os.rename(staging, target)
+    return target
 
 
 def open_fds(pid):

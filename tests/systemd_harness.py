@@ -275,7 +275,11 @@ class SystemdNamespace:
 def processes_in(cgroup):
     """Pids of every process in a cgroup tree (none if it does not exist)."""
     pids = []
-    for procs in Path(cgroup).glob("**/cgroup.procs"):
+    try:
+        found = list(Path(cgroup).glob("**/cgroup.procs"))
+    except FileNotFoundError:
+        return []   # systemd removed the emptied cgroup while it was being listed
+    for procs in found:
         try:
             pids += [int(p) for p in procs.read_text().split()]
         except OSError:

@@ -137,3 +137,17 @@ def test_client_benchmark_refuses_a_run_count_out_of_range_with_exit_2():
                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
     assert done.returncode == 2
     assert b"--runs 0: give a number from 1 to 1000" in done.stderr
+
+
+def test_quick_supervisor_death_benchmark_keeps_pyboss_app_through_kill_and_upgrade(tmp_path):
+    out = tmp_path / "death.md"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.supervisor_death", "--quick",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split(" | ") for line in out.read_text().splitlines()
+            if line.startswith("| pyboss ")]
+    assert [row[1] for row in rows] == ["SIGKILL, exec again", "pyboss upgrade"]
+    for row in rows:
+        assert row[3] == "0", row             # no failed request
+        assert row[6:8] == ["yes", "yes"], row  # the same app, supervised at the end

@@ -10,8 +10,8 @@ import tempfile
 
 import pytest
 
-import pyboss
 
+from other_user import BASE_PYTHON, pyboss_argv, readable_copy
 from pyboss_testing import PYBOSS, TIMEOUT, wait_until
 
 FAKE_SERVER = """
@@ -65,7 +65,7 @@ def test_control_naming_a_regular_file_is_refused_and_kept(tmp_path, app):
 
 def test_control_naming_another_users_socket_is_refused_and_kept(shared_dir, app, other_uid):
     path = os.path.join(shared_dir, "theirs.sock")
-    as_user(other_uid, [sys.executable, "-c", "import socket; socket.socket(socket.AF_UNIX)"
+    as_user(other_uid, [BASE_PYTHON, "-c", "import socket; socket.socket(socket.AF_UNIX)"
                         ".bind(%r)" % path]).check_returncode()
     result = subprocess.run(PYBOSS + ["exec", "--control", path, "--", app[0]],
                             capture_output=True, text=True, timeout=TIMEOUT)
@@ -92,7 +92,7 @@ def test_every_directory_pyboss_created_is_removed_on_stop(tmp_path, start_pybos
 def test_client_refuses_an_answer_from_a_socket_of_another_user(shared_dir, other_uid):
     path = os.path.join(shared_dir, "victim.sock")
     fake = subprocess.Popen(["setpriv", "--reuid=%d" % other_uid, "--regid=%d" % other_uid,
-                             "--clear-groups", sys.executable, "-c", FAKE_SERVER, path],
+                             "--clear-groups", BASE_PYTHON, "-c", FAKE_SERVER, path],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert fake.stdout.readline() == "listening\n"
@@ -109,16 +109,15 @@ def test_client_refuses_an_answer_from_a_socket_of_another_user(shared_dir, othe
         fake.wait()
 
 
-# The app as another user runs: Debian's python3 on this checkout (a venv's python may
-# live where that user cannot look).
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(pyboss.__file__)))
+# The app as another user runs: Debian's python3 on a readable copy of pyboss (a venv's
+# python, or the checkout itself, may live where that user cannot look).
 OTHER_USERS_APP = ["/usr/bin/python3", "-m", "pyboss.demo"]
 
 
 def fallback_env():
     env = {k: v for k, v in os.environ.items()
            if k not in ("XDG_RUNTIME_DIR", "RUNTIME_DIRECTORY", "NOTIFY_SOCKET")}
-    env.update(HOME="/", PYTHONPATH=REPO)
+    env.update(HOME="/", PYTHONPATH=readable_copy())
     return env
 
 
@@ -140,15 +139,15 @@ def remove(path):
 def test_fallback_directory_is_created_private_and_removed_on_stop(fallback_dir, other_uid):
     env = fallback_env()
     boss = subprocess.Popen(["setpriv", "--reuid=%d" % other_uid, "--regid=%d" % other_uid,
-                             "--clear-groups"] + PYBOSS + ["exec", "--listen", "127.0.0.1:0",
+                             "--clear-groups"] + pyboss_argv() + ["exec", "--listen", "127.0.0.1:0",
                                                             "--"] + OTHER_USERS_APP,
                             env=env, cwd="/", stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: as_user(other_uid, PYBOSS + ["status"], env=env, cwd="/")
+        wait_until(lambda: as_user(other_uid, pyboss_argv() + ["status"], env=env, cwd="/")
                    .returncode == 0, what="pyboss to answer as uid %d" % other_uid)
         st = os.lstat(fallback_dir)
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (other_uid, 0o700)
-        result = as_user(other_uid, PYBOSS + ["stop"], env=env, cwd="/")
+        result = as_user(other_uid, pyboss_argv() + ["stop"], env=env, cwd="/")
         assert result.returncode == 0, result.stderr
         assert boss.wait(TIMEOUT) == 0
     finally:
@@ -171,10 +170,10 @@ def test_fallback_directory_planted_by_another_user_is_refused(fallback_dir, oth
         reason = ("refusing %s: it belongs to uid 0, not to uid %d; another user may be "
                   "impersonating pyboss (remove it, or set XDG_RUNTIME_DIR, or pass --control "
                   "PATH in a directory of yours)" % (fallback_dir, other_uid))
-        result = as_user(other_uid, PYBOSS + ["reload", "--wait"], env=env, cwd="/")
+        result = as_user(other_uid, pyboss_argv() + ["reload", "--wait"], env=env, cwd="/")
         assert (result.returncode, result.stderr.splitlines()) == (1, ["pyboss: " + reason])
         assert "999" not in result.stdout
-        result = as_user(other_uid, PYBOSS + ["exec", "--listen", "127.0.0.1:0", "--"]
+        result = as_user(other_uid, pyboss_argv() + ["exec", "--listen", "127.0.0.1:0", "--"]
                          + OTHER_USERS_APP, env=env, cwd="/")
         assert (result.returncode, result.stderr.splitlines()) == (2, ["pyboss exec: " + reason])
     finally:
@@ -186,7 +185,7 @@ def test_fallback_directory_with_a_wider_mode_is_refused(fallback_dir, other_uid
     os.mkdir(fallback_dir)
     os.chown(fallback_dir, other_uid, other_uid)
     os.chmod(fallback_dir, 0o755)
-    result = as_user(other_uid, PYBOSS + ["status"], env=fallback_env(), cwd="/")
+    result = as_user(other_uid, pyboss_argv() + ["status"], env=fallback_env(), cwd="/")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "pyboss: refusing %s: its mode is 0755, it must be 0700 so that only you can place a "
@@ -200,7 +199,7 @@ def test_fallback_directory_that_is_a_symlink_is_refused(fallback_dir, other_uid
     target.mkdir(mode=0o700)
     os.chown(target, other_uid, other_uid)
     os.symlink(target, fallback_dir)
-    result = as_user(other_uid, PYBOSS + ["status"], env=fallback_env(), cwd="/")
+    result = as_user(other_uid, pyboss_argv() + ["status"], env=fallback_env(), cwd="/")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "pyboss: refusing %s: it is not a directory (remove it, or set XDG_RUNTIME_DIR, or "

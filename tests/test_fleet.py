@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from fleet_hosts import BALANCER_PORT, LAN, Fleet, missing_tools, write_build
+from fleet_hosts import APP_ROOT, BALANCER_PORT, LAN, Fleet, missing_tools, write_build
 from private_network import PrivateBridge
 from supervised_units import LoadInside
 
@@ -80,7 +80,7 @@ def test_good_build_rolls_across_every_host_without_a_failed_request(fleet, buil
     assert sorted(recap) == ["host1", "host2", "host3"], output
     assert all(r["failed"] == 0 and r["changed"] == 3 for r in recap.values()), output
     for host in fleet.hosts:
-        assert host.current() == "/srv/myapp/releases/v2"
+        assert host.current() == APP_ROOT + "/releases/v2"
         answer = fleet.answer(host)
         assert (answer["build"], answer["generation"]) == ("v2", 2), host.name
         assert host.reloads_logged() == 1, host.name
@@ -113,13 +113,13 @@ def test_broken_build_on_host_2_stops_the_rollout_there_while_it_serves_the_old(
 
     assert fleet.answer(host1)["build"] == "v2"
     # Host 2 got the broken build, whose reload failed: it still serves v1, generation 1.
-    assert host2.builds_deployed() == ["v1", "v2"] and host2.current() == "/srv/myapp/releases/v2"
+    assert host2.builds_deployed() == ["v1", "v2"] and host2.current() == APP_ROOT + "/releases/v2"
     assert (fleet.answer(host2)["build"], fleet.answer(host2)["generation"]) == ("v1", 1)
     # ... and its journal says why, as the README tells the operator to look there.
     journal = host2.ns.journal("myapp.service")
     assert "exits with status 1" in journal and "reload failed" in journal, journal
     # Host 3 untouched: nothing deployed, never reloaded, same pyboss.
-    assert host3.builds_deployed() == ["v1"] and host3.current() == "/srv/myapp/releases/v1"
+    assert host3.builds_deployed() == ["v1"] and host3.current() == APP_ROOT + "/releases/v1"
     assert host3.reloads_logged() == 0 and host3.main_pid() == pid3
     assert fleet.answer(host3)["build"] == "v1"
 

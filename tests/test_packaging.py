@@ -254,3 +254,92 @@ def test_packaged_pyboss_socket_activates_reloads_under_load_and_stops_clean(
         assert ns.systemctl("is-active", unit, check=False).stdout.strip() == "inactive"
     assert "error" in request_once()  # nothing listens any more
     assert ns.run(["test", "-e", "/run/pyboss/demo"], check=False).returncode == 1
+
+
+NEWER = project_version() + ".post1"
+
+
+@pytest.fixture(scope="module")
+def newer_deb(deb, tmp_path_factory):
+    """A .deb of this checkout with a higher version: the upgrade an operator installs."""
+    tree = tmp_path_factory.mktemp("newer") / "pyboss"
+    subprocess.run([str(PACKAGING / "copy-tree"), str(CHECKOUT), str(tree)], check=True,
+                   timeout=120)
+    for path, pattern, replacement in (
+            ("pyproject.toml", r'^version\s*=\s*"[^"]+"', 'version = "%s"' % NEWER),
+            ("pyboss/__init__.py", r'__version__ = "[^"]+"', '__version__ = "%s"' % NEWER)):
+        text = (tree / path).read_text()
+        (tree / path).write_text(re.sub(pattern, replacement, text, count=1, flags=re.M))
+    changelog = tree / "packaging/debian/changelog"
+    changelog.write_text("pyboss (%s) unstable; urgency=medium\n\n  * Upgrade test build.\n\n"
+                         " -- pyboss maintainers <maintainers@pyboss.example.org>  "
+                         "Sun, 22 Nov 2026 07:30:00 +0000\n\n%s" % (NEWER, changelog.read_text()))
+    out = tmp_path_factory.mktemp("newer-deb")
+    result = subprocess.run([str(tree / "packaging/build-deb"), str(out)], capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def test_dpkg_i_of_a_newer_build_upgrades_the_running_pyboss_in_place(
+        systemd_ns, unpacked, newer_deb, tmp_path):
+    from pyboss_testing import wait_until
+    client = tmp_path / "http_client.py"
+    client.write_text(HTTP_CLIENT)
+    ns = systemd_ns(write_demo_instance(tmp_path / "units"), overlay_usr=unpacked)
+    service = "pyboss@demo.service"
+    # dpkg writes to /usr, /var and /etc: inside the namespace, into throwaway layers
+    # over them, never into the host's.
+    layers = []
+    for top in ("usr", "var", "etc"):
+        upper, work = tmp_path / ("upper-" + top), tmp_path / ("work-" + top)
+        upper.mkdir()
+        work.mkdir()
+        layers.append("mount -t overlay overlay -o lowerdir=/%s,upperdir=%s,workdir=%s /%s"
+                      % (top, upper, work, top))
+    ns.run(["sh", "-c", " && ".join(layers)])
+
+    def as_service_user(argv):
+        # The client trusts only a socket of its own uid (or root's), and the control
+        # socket of a DynamicUser= service is reachable only in its mount namespace:
+        # ask from there, as the service's user.
+        pid = int(ns.systemctl("show", "-P", "MainPID", service).stdout)
+        host_pid = [p for p in ns.unit_processes(service, slice_="system.slice/"
+                                                 "system-pyboss.slice")][0]
+        uid = os.stat("/proc/%d" % host_pid).st_uid
+        return ["nsenter", "-t", str(pid), "-m", "-S", str(uid), "-G", str(uid)] + argv
+
+    def status():
+        answer = ns.run(as_service_user(["/usr/bin/pyboss", "status", "--json", "--control",
+                                         "/run/pyboss/demo/demo.sock"]), check=False)
+        assert answer.returncode == 0, answer.stderr
+        return json.loads(answer.stdout)
+
+    ns.systemctl("start", "pyboss@demo.socket", service)
+    before = status()
+    assert before["version"] == project_version()
+    supervisor = int(ns.systemctl("show", "-P", "MainPID", service).stdout)
+    load = ns.start_background(["/usr/bin/python3", client, "load", "/run/demo.sock", 4],
+                               stdin=subprocess.PIPE, text=True)
+    assert load.stdout.readline().strip() == "started"
+    installed = ns.run(["dpkg", "--log=/dev/null", "--force-depends", "-i", newer_deb],
+                       timeout=300, check=False)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    def upgraded():
+        # A status request that reaches pyboss just as it exec()s goes unanswered.
+        answer = ns.run(as_service_user(["/usr/bin/pyboss", "status", "--json", "--control",
+                                         "/run/pyboss/demo/demo.sock"]), check=False)
+        return answer.returncode == 0 and json.loads(answer.stdout)["version"] == NEWER
+    wait_until(upgraded, what="the in-place upgrade by postinst")
+    load.stdin.close()
+    totals = json.loads(load.stdout.read())
+    load.wait(timeout=60)
+    assert totals["failed"] == 0, totals
+    after = status()
+    assert after["pid"] == supervisor
+    assert [g["pid"] for g in after["generations"]] == [g["pid"] for g in before["generations"]]
+    assert int(ns.systemctl("show", "-P", "MainPID", service).stdout) == supervisor
+    assert ns.systemctl("is-active", service).stdout.strip() == "active"
+    assert totals["generations"] == [1]
+    ns.systemctl("stop", "pyboss@demo.socket", service)
+    assert ns.unit_processes(service, slice_="system.slice/system-pyboss.slice") == []

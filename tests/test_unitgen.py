@@ -89,7 +89,8 @@ def test_check_passes_generated_units(generated):
     ("Type=notify", "Type=simple", "Type=simple"),
     ("NotifyAccess=main", "NotifyAccess=none", "NotifyAccess=none"),
     ("FileDescriptorStoreMax=16", "FileDescriptorStoreMax=0", "FileDescriptorStoreMax=0"),
-    ("KillMode=control-group", "KillMode=mixed", "KillMode=mixed"),
+    ("KillMode=process", "KillMode=mixed", "KillMode=mixed"),
+    ("ExecStopPost=", "ExecStopPost=/bin/true", "without 'ExecStopPost=+pyboss sweep'"),
     # /bin/sh, not /bin/kill: systemd-analyze would also complain where procps is missing.
     ("ExecReload=", "ExecReload=/bin/sh -c 'kill -HUP $MAINPID'", "is not 'pyboss reload --wait'"),
     ("TimeoutStartSec=50s", "TimeoutStartSec=15s", "--ready-timeout 20s is not shorter"),

@@ -149,7 +149,13 @@ def lint_service(path, entries):
     kill_mode = last(entries, "Service", "KillMode")
     if kill_mode and kill_mode[0] not in SAFE_KILL_MODES:
         finding(kill_mode, "KillMode=%s: when pyboss dies, systemd SIGKILLs the app and "
-                "in-flight requests are lost; use KillMode=control-group" % kill_mode[0])
+                "in-flight requests are lost; use KillMode=process (with ExecStopPost=+pyboss "
+                "sweep)" % kill_mode[0])
+    sweeps = [v for sect, k, v, _ in entries if sect == "Service" and k == "ExecStopPost"
+              and "sweep" in v.split()]
+    if kill_mode and kill_mode[0] == "process" and not sweeps:
+        finding(kill_mode, "KillMode=process without 'ExecStopPost=+pyboss sweep': a stop while "
+                "pyboss is dead would leave the app running")
 
     start = last(entries, "Service", "ExecStart")
     invocation = pyboss_invocation(start[0]) if start else None

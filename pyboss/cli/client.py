@@ -27,6 +27,7 @@ CLIENT_OPTIONS = {
     "reload": dict(_TARGET, **{"--wait": ("wait", False), "--after-sighup": ("after_sighup", False)}),
     "stop": _TARGET,
     "scale": _TARGET,
+    "upgrade": _TARGET,
     "status": dict(_TARGET, **{"--json": ("as_json", False), "--check": ("check", False)}),
 }
 STARTER_OPTIONS = {"--restart": ("restart", False), "--stop": ("stop", False),
@@ -176,8 +177,18 @@ def run_status(name=None, control=None, as_json=False, check=False, timeout=DEFA
     return 0
 
 
+def run_upgrade(name=None, control=None, timeout=DEFAULT_TIMEOUT):
+    reply = ask(name, control, {"command": "upgrade"}, timeout)
+    if not reply.get("ok"):
+        say("pyboss upgrade: failed: %s" % reply.get("error"), err=True)
+        return 1
+    say("pyboss: upgraded in place from %s to %s (pid %d)"
+        % (reply["previous"], reply["version"], reply["pid"]))
+    return 0
+
+
 CLIENT_COMMANDS = {"reload": run_reload, "stop": run_stop, "status": run_status,
-                   "scale": run_scale}
+                   "upgrade": run_upgrade, "scale": run_scale}
 
 
 def control_starter(prog, restart=False, stop=False, pid_file=None, status_file=None):

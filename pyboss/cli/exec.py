@@ -15,6 +15,8 @@ from ..supervisor.control import (ControlError, ControlServer, control_path, ope
 from ..listeners import ListenError, ListenerSet, bind, parse_spec
 from ..systemd.fdstore import FdStore
 from ..supervisor.log import EventLog
+from ..supervisor import adopt as adoption
+from ..supervisor.state import StateFile, StateMemfd
 from ..supervisor.supervise import hand_off
 from ..supervisor.settings import DEFAULT_READY_GRACE, Settings
 from ..supervisor.watch import Inotify
@@ -258,15 +260,28 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     # A copy: the supervisor this process becomes reads NOTIFY_SOCKET from the environment.
     log, upstream = EventLog(name, quiet), Upstream(dict(os.environ))
     store = FdStore(upstream, log)      # what an earlier pyboss of this unit left there
+    # Under systemd the state lives in the fd store, which Restart= hands back.
+    under_systemd = upstream.active and bool(os.environ.get("INVOCATION_ID"))
     with contextlib.ExitStack() as cleanup:
         try:
             inherited = store.split(sd.listen_fds(unset=True))
             inherited += store.reusable(specs, inherited)
+            if under_systemd:
+                state_fd = store.state_fd()
+                state = StateMemfd(state_fd) if state_fd is not None else StateMemfd.create()
+                previous = state.read() if state_fd is not None else None
+            else:
+                state = StateFile.beside(path)
+                previous = orphaned(state.read(), command, specs, inherited)
+                if previous is not None:
+                    inherited += adoption.take_listeners(
+                        previous, adoption.live_generations(previous), specs)
             listeners = ListenerSet.open(specs, inherited, backlog or 4096, mode)
             cleanup.callback(listeners.close, True)
             server = ControlServer(path)
             cleanup.callback(server.close)
             notify = store.notify_receiver(sd.NotifyReceiver) or \
+                (previous and not under_systemd and adoption.notify_receiver(previous)) or \
                 open_notify_socket(os.path.dirname(path))
             cleanup.callback(notify.close)
             metrics = None
@@ -276,10 +291,34 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
                 except ListenError as e:
                     raise ListenError("--metrics: %s" % e)
                 cleanup.callback(metrics.close)
-        except (ListenError, ControlError, sd.ListenFdsError) as e:
+        except (ListenError, ControlError, sd.ListenFdsError, adoption.AdoptError) as e:
             raise UserError(str(e))
         store.adopt(listeners, specs)
-        store.drain(notify)
-        store.sync(listeners, notify)
+        adopting = previous is not None and bool(adoption.live_generations(previous))
+        if adopting:
+            adoption.mark_taken(listeners, previous)
+        else:
+            store.drain(notify)     # with generations to adopt, their messages count
+        store.sync(listeners, notify, state.fd if under_systemd else None)
         cleanup.pop_all()   # from here the supervisor owns and removes them
-    return hand_off(settings, listeners, server, notify, quiet, metrics)
+    return hand_off(settings, listeners, server, notify, quiet, state,
+                    previous if adopting else None, after_crash=adopting, sweep=under_systemd,
+                    metrics=metrics)
+
+
+def orphaned(previous, command, specs, inherited):
+    """The state of a dead pyboss whose generations still run, if this one may adopt
+    them; UserError if they run another command or on other listeners."""
+    if previous is None or adoption.supervisor_alive(previous):
+        return None     # nothing saved, or its pyboss runs: the control socket says so
+    live = adoption.live_generations(previous)
+    if not live:
+        return None
+    names = [spec.name for spec in specs] + [name for _, name in inherited]
+    different = adoption.difference(previous, command, names)
+    if different:
+        raise UserError("%s; %s: run 'pyboss exec' with that same command and listeners "
+                        "to adopt them, or stop them first (kill %s)"
+                        % (adoption.what_runs(previous, live), different,
+                           " ".join(map(str, adoption.live_pids(live)))))
+    return previous

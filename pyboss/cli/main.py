@@ -7,11 +7,12 @@ import click
 from .. import __version__
 from ..options import Seconds
 from ..supervisor.control import DEFAULT_TIMEOUT
-from .client import run_reload, run_scale, run_status, run_stop
+from .client import run_reload, run_scale, run_status, run_stop, run_upgrade
 from .exec import checked_name, exec_command
 from ..supervisor.workers import MAX_WORKERS
 from .check import check_command
 from .units import units_command
+from .sweep import sweep_command
 from ..dropins.start_server import start_server_command
 
 
@@ -93,6 +94,25 @@ def scale_command(name, control, timeout, workers):
     return run_scale(workers, checked_name(name), control, timeout)
 
 
+@cli.command("upgrade")
+@control_options
+def upgrade_command(name, control, timeout):
+    """Replace the running supervisor's code with the pyboss installed now; the app runs on.
+
+    The supervisor exec()s the pyboss now installed where it was loaded from (after a
+    new package or a 'pip install -U') in its own process, keeping its pid (systemd's
+    MAINPID), every listener, its notify socket, every generation (serving and
+    draining, with their deadlines) and the reload history. No generation is
+    restarted and no connection is refused. A reload under way is finished first.
+
+    Returns once the new code supervises: exit 0, and 'pyboss status --json' reports
+    the new version. If the installed pyboss cannot take over (it is tried in a
+    separate process first), the running one keeps supervising and this exits 1
+    with the reason. SIGUSR2 to pyboss does the same, without an answer.
+    """
+    return run_upgrade(checked_name(name), control, timeout)
+
+
 @cli.command("status")
 @control_options
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
@@ -113,6 +133,7 @@ def status_command(name, control, timeout, as_json, check):
 cli.add_command(exec_command)
 cli.add_command(units_command)
 cli.add_command(check_command)
+cli.add_command(sweep_command)
 cli.add_command(start_server_command)
 
 

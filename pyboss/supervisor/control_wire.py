@@ -15,7 +15,7 @@ import re
 MAX_REQUEST = 65536      # a Boss reload carries a command line and a directory
 MAX_REPLY = 1 << 20      # a status with many listeners and 20 reloads stays far below
 MAX_DEPTH = 4
-COMMANDS = ("status", "reload", "stop", "scale")
+COMMANDS = ("status", "reload", "stop", "scale", "upgrade")
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 _BRACKET = re.compile(rb"[\[\]{}]")
 

@@ -76,7 +76,8 @@ class Supervisor(RollingReload, WorkerSlots, SighupReloads, EventLoop):
         self.install_signals()
         failed = False
         try:
-            self.spawn("start")
+            if not (self.current or self.pending or self.respawn_timer):
+                self.spawn("start")     # else adopted workers serve, or start after backoff
             self.run_forever()
         except BaseException:         # noqa: BLE001 - pyboss's own bug: the app lives on
             failed = True
@@ -375,9 +376,11 @@ class Supervisor(RollingReload, WorkerSlots, SighupReloads, EventLoop):
             # New workers get --ready-timeout each, and a failing one its backoff.
             conn.accepted(self.settings.ready_timeout + self.settings.backoff_max)
             self.scale(request.get("workers"), conn)
-        else:
+        elif command == "stop":
             conn.accepted(self.settings.stop_timeout)
             self.stop(conn)
+        else:       # "upgrade": supervise.py serves it where pyboss can upgrade in place
+            conn.reply({"ok": False, "error": "this supervisor cannot %s itself" % command})
 
     def state(self):
         if self.stopping:

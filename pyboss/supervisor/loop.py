@@ -35,11 +35,14 @@ class EventLoop:
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(self._wakeup_r, selectors.EVENT_READ, self._drain_wakeup)
         self.finished = False
+        self.idle_hooks = []        # called before every wait: state saving, upgrade
 
     def install_signals(self):
         signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
         for signum in self.SIGNALS:
             signal.signal(signum, lambda signum, _frame: self._signals.append(signum))
+        # An image exec()ed by `pyboss upgrade` starts with these blocked: none is lost.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
 
     def restore_signals(self):
         for signum in self.SIGNALS:
@@ -69,6 +72,8 @@ class EventLoop:
 
     def run_forever(self):
         while not self.finished:
+            for hook in self.idle_hooks:
+                hook()
             while self._timers and self._timers[0][2].cancelled:
                 heapq.heappop(self._timers)
             timeout = None

@@ -147,6 +147,20 @@ class Readiness:
                             generation=worker.number, pid=worker.pid, slot=worker.slot)
         watch.timer = self.supervisor.call_later(grace, lambda: self.settled(worker))
 
+    def adopted(self, worker, settling=False):
+        """A starting worker taken over from the pyboss before this one: its READY=1,
+        queued on the notify socket meanwhile, counts (its probe socket went with that
+        pyboss), and --ready-after counts from its start. One that had reported ready, and
+        was settling, when that pyboss died settles anew, in full."""
+        watch = self.watches.setdefault(key(worker), Watch())
+        if settling:
+            watch.ready_message = True
+            return self.settle(worker, watch)
+        if self.settings.ready_after is not None:
+            left = self.settings.ready_after - (time.monotonic() - worker.started_mono)
+            watch.timer = self.supervisor.call_later(max(0.0, left),
+                                                     lambda: self.alive_long_enough(worker))
+
     def settled(self, worker):
         watch = self.watches.get(key(worker))
         if watch is not None:

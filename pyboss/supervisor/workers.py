@@ -166,6 +166,10 @@ class WorkerSlots:
         if not worker.ready:
             self.slot_failures[slot] = self.slot_failures.get(slot, 0) + 1
             self.fail_scale("%s" % (worker.failure or "%s %s" % (worker, worker.exit_reason)))
+        self.schedule_refill(gen, slot)
+
+    def schedule_refill(self, gen, slot):
+        """A new worker in slot of gen after the slot's backoff, unless it is given up."""
         if slot >= self.settings.workers:
             return
         if self.slot_failures.get(slot, 0) >= self.settings.crash_limit:

@@ -7,6 +7,7 @@ no listener can have ('+' is not allowed in a listener name):
 
     pyboss+listener+NAME    a listener pyboss bound for --listen NAME=SPEC
     pyboss+notify           the NOTIFY_SOCKET pyboss gives its generations
+    pyboss+state            a memfd with pyboss's state (supervisor/state.py)
 
 A name without the "pyboss+" prefix is a socket unit's and is used as before. A stored
 listener is reused when a --listen NAME= still asks for that very address and no socket
@@ -25,6 +26,7 @@ from ..sd import address_text
 PREFIX = "pyboss+"
 LISTENER_PREFIX = PREFIX + "listener+"
 NOTIFY_NAME = PREFIX + "notify"
+STATE_NAME = PREFIX + "state"
 FDNAME_MAX = 255        # systemd refuses longer FDNAME= values
 
 
@@ -150,6 +152,13 @@ class FdStore:
             return receiver
         return None
 
+    def state_fd(self):
+        """The stored state memfd, or None."""
+        for fd in self.stored.get(STATE_NAME, []):
+            self.used.add(fd)
+            return fd
+        return None
+
     def drain(self, receiver, generations=()):
         """Read what queued while no pyboss ran; accept nothing from a stranger's pid."""
         ours = {gen.pid for gen in generations}
@@ -161,14 +170,17 @@ class FdStore:
                          "this pyboss started (%s): not one of its generations"
                          % (pid, " ".join(sorted(fields)) or "empty"), level="warning", pid=pid)
 
-    def sync(self, listeners, notify):
-        """Remove stale entries, then store every listener pyboss bound and the notify socket."""
+    def sync(self, listeners, notify, state_fd=None):
+        """Remove stale entries, then store every listener pyboss bound, the notify socket
+        and the state memfd."""
         wanted = {}
         for listener in listeners:
             if listener.origin == "bound":
                 wanted[LISTENER_PREFIX + listener.name] = listener.fileno()
         if notify is not None:
             wanted[NOTIFY_NAME] = notify.fileno()
+        if state_fd is not None:
+            wanted[STATE_NAME] = state_fd
         for name, fds in self.stored.items():
             if fds != [wanted.get(name)]:
                 # One entry under name, and the one in use: keep it (storing it again
