@@ -5,6 +5,7 @@ A SIGKILLed pyboss leaves each worker of each generation serving; the next `pybo
 meanwhile. A rolling reload cut short by pyboss's death stops where it was. An upgrade
 carries every worker across, in the same process.
 """
+import json
 import os
 import re
 import signal
@@ -204,3 +205,41 @@ def test_upgrade_during_a_slot_backoff_keeps_the_respawn_time(tmp_path):
             "the new code put the slot through its backoff again instead of keeping its time"
     finally:
         boss.close()
+
+
+def test_workers_starting_when_pyboss_dies_are_probed_again_by_the_next_one(tmp_path, orphans):
+    # Each worker holds its probe socket; its file is where the dead pyboss bound it. The
+    # next pyboss asks there, instead of waiting out --ready-timeout for nothing.
+    app = os.path.join(str(tmp_path), "probe_app.py")
+    with open(app, "w") as f:
+        f.write("""import json, os, socket, sys
+probe = 3 + int(os.environ["LISTEN_FDS"]) - 1
+path = socket.socket(fileno=os.dup(probe)).getsockname()
+report = os.path.join(%r, "worker-%%s.json" %% os.environ["PYBOSS_WORKER"])
+with open(report + ".tmp", "w") as out:
+    json.dump({"pid": os.getpid(), "probe": path}, out)
+os.rename(report + ".tmp", report)
+from pyboss.demo import main
+sys.exit(main(["--no-ready", "--ready-delay", "3"]))
+""" % str(tmp_path))
+    options = ("--workers", "2", "--ready-probe", "/", "--ready-grace", "0.5",
+               "--ready-timeout", "300")
+    first = Pyboss(tmp_path / "first", [PYTHON, app], *options, wait_ready=False)
+    orphans.append(first)
+    reports = [tmp_path / ("worker-%d.json" % slot) for slot in (0, 1)]
+    wait_until(lambda: all(r.exists() for r in reports), what="both workers started")
+    workers = [json.loads(r.read_text()) for r in reports]
+    orphans.extend(w["pid"] for w in workers)
+    sigkill(first)
+    assert all(os.path.exists(w["probe"]) for w in workers)
+    second = Pyboss(tmp_path / "second", [PYTHON, app], *options, control=first.control)
+    orphans.append(second)
+    after = wait_for_workers(second, 2)
+    assert [after[0]["pid"], after[1]["pid"]] == [w["pid"] for w in workers]
+    log = second.output()
+    for slot, worker in enumerate(workers):
+        assert "generation 1 worker %d (pid %d) adopted (starting)" % (slot, worker["pid"]) in log
+        assert "generation 1 worker %d (pid %d) reported ready after" % (slot, worker["pid"]) \
+            in log
+    # Each probe socket file goes once its worker is ready, as with workers never adopted.
+    assert not any(os.path.exists(w["probe"]) for w in workers)

@@ -82,13 +82,15 @@ class Readiness:
         if watch is not None and watch.probe_socket is not None:
             watch.probe_socket.remove()
 
-    def exec_succeeded(self, worker):
-        """The new build runs: start the clocks and the probe that need it running."""
+    def exec_succeeded(self, worker, running_for=0.0):
+        """The new build runs: start the clocks and the probe that need it running
+        (running_for: how long it has run already, when adopted while starting)."""
         watch = self.watches.get(key(worker))
         if watch is None:
             return
         if self.settings.ready_after is not None:
-            watch.timer = self.supervisor.call_later(self.settings.ready_after,
+            delay = max(0.0, self.settings.ready_after - running_for)
+            watch.timer = self.supervisor.call_later(delay,
                                                      lambda: self.alive_long_enough(worker))
         if watch.probe_socket is not None:
             watch.probe = HttpProbe(self.supervisor, watch.probe_socket.path,
@@ -149,17 +151,18 @@ class Readiness:
 
     def adopted(self, worker, settling=False):
         """A starting worker taken over from the pyboss before this one: its READY=1,
-        queued on the notify socket meanwhile, counts (its probe socket went with that
-        pyboss), and --ready-after counts from its start. One that had reported ready, and
-        was settling, when that pyboss died settles anew, in full."""
+        queued on the notify socket meanwhile, counts, --ready-after counts from its start,
+        and its probe socket (which it holds; the file is where that pyboss bound it) is
+        asked again. One that had reported ready, and was settling, when that pyboss died
+        settles anew, in full."""
         watch = self.watches.setdefault(key(worker), Watch())
+        if self.settings.ready_probe is not None and watch.probe_socket is None:
+            watch.probe_socket = ProbeSocket.left_behind(self.directory(), worker.number,
+                                                         worker.slot)
         if settling:
             watch.ready_message = True
             return self.settle(worker, watch)
-        if self.settings.ready_after is not None:
-            left = self.settings.ready_after - (time.monotonic() - worker.started_mono)
-            watch.timer = self.supervisor.call_later(max(0.0, left),
-                                                     lambda: self.alive_long_enough(worker))
+        self.exec_succeeded(worker, time.monotonic() - worker.started_mono)
 
     def settled(self, worker):
         watch = self.watches.get(key(worker))
