@@ -89,7 +89,8 @@ def scale_command(name, control, timeout, workers):
     ready: exit 0, or 1 with the reason (a new worker that fails is respawned
     with backoff; refused while a generation is starting). SIGTTIN and SIGTTOU
     to pyboss add and remove one worker without waiting. The number lasts until
-    pyboss stops; put --workers in the unit to keep it.
+    pyboss stops (a pyboss that adopts the workers after a crash keeps it); put
+    --workers in the unit to keep it.
     """
     return run_scale(workers, checked_name(name), control, timeout)
 
@@ -102,8 +103,9 @@ def upgrade_command(name, control, timeout):
     The supervisor exec()s the pyboss now installed where it was loaded from (after a
     new package or a 'pip install -U') in its own process, keeping its pid (systemd's
     MAINPID), every listener, its notify socket, every generation (serving and
-    draining, with their deadlines) and the reload history. No generation is
-    restarted and no connection is refused. A reload under way is finished first.
+    draining, each of its workers, with their deadlines) and the reload history. No
+    worker is restarted and no connection is refused. A reload under way, or a scale
+    waiting for its new workers, is finished first.
 
     Returns once the new code supervises: exit 0, and 'pyboss status --json' reports
     the new version. If the installed pyboss cannot take over (it is tried in a
