@@ -98,6 +98,13 @@ def missing_requirements():
     return cgroup2_root()[1]
 
 
+class CommandFailed(subprocess.CalledProcessError):
+    """A command inside failed; its message carries what it said on stderr."""
+
+    def __str__(self):
+        return "%s\n%s" % (super().__str__(), (self.stderr or "").strip())
+
+
 class SystemdNamespace:
     """systemd as PID 1 of fresh namespaces; a context manager that boots and powers off."""
 
@@ -238,8 +245,7 @@ class SystemdNamespace:
         result = subprocess.run(self.command(argv), input=input, capture_output=True,
                                 text=True, timeout=timeout, env=env)
         if check and result.returncode != 0:
-            raise subprocess.CalledProcessError(result.returncode, argv, result.stdout,
-                                                result.stderr)
+            raise CommandFailed(result.returncode, argv, result.stdout, result.stderr)
         return result
 
     def systemctl(self, *args, timeout=60, check=True):

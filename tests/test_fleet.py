@@ -16,6 +16,7 @@ import pytest
 
 from fleet_hosts import APP_ROOT, BALANCER_PORT, LAN, Fleet, missing_tools, write_build
 from private_network import PrivateBridge
+from pyboss_testing import wait_until
 from supervised_units import LoadInside
 
 pytestmark = pytest.mark.fleet
@@ -68,6 +69,15 @@ def report(name, load, began, recap):
                                         time.monotonic() - began, recap))
 
 
+def answer_once_drained(fleet, host, build):
+    """host's first answer from build: the reload's verdict comes once the new generation
+    serves, and the old one may still take a connection while it drains."""
+    answers = []
+    wait_until(lambda: answers.append(fleet.answer(host)) or answers[-1]["build"] == build,
+               what="%s to answer with %s" % (host.name, build))
+    return answers[-1]
+
+
 def test_good_build_rolls_across_every_host_without_a_failed_request(fleet, builds):
     pids_before = [host.main_pid() for host in fleet.hosts]
     sessions_before = sessions_by_host(fleet)
@@ -81,7 +91,7 @@ def test_good_build_rolls_across_every_host_without_a_failed_request(fleet, buil
     assert all(r["failed"] == 0 and r["changed"] == 3 for r in recap.values()), output
     for host in fleet.hosts:
         assert host.current() == APP_ROOT + "/releases/v2"
-        answer = fleet.answer(host)
+        answer = answer_once_drained(fleet, host, "v2")
         assert (answer["build"], answer["generation"]) == ("v2", 2), host.name
         assert host.reloads_logged() == 1, host.name
     # A reload, not a restart: the same pyboss on every host, holding the same socket.
@@ -111,7 +121,7 @@ def test_broken_build_on_host_2_stops_the_rollout_there_while_it_serves_the_old(
     assert sorted(recap) == ["host1", "host2"], output
     assert recap["host1"]["failed"] == 0 and recap["host2"]["failed"] == 1, output
 
-    assert fleet.answer(host1)["build"] == "v2"
+    assert answer_once_drained(fleet, host1, "v2")["build"] == "v2"
     # Host 2 got the broken build, whose reload failed: it still serves v1, generation 1.
     assert host2.builds_deployed() == ["v1", "v2"] and host2.current() == APP_ROOT + "/releases/v2"
     assert (fleet.answer(host2)["build"], fleet.answer(host2)["generation"]) == ("v1", 1)

@@ -11,8 +11,12 @@ systemd after every stop of the main process, tells the two cases apart:
 - otherwise pyboss died and Restart= is about to start the next one: leave the
   generations running for it to adopt. A stop can still come while systemd waits
   RestartSec= (state auto-restart); it then drops the restart and runs nothing more.
-  So a watcher is left behind, in a transient unit of its own (systemd-run): once the
-  unit leaves auto-restart it exits if a pyboss started, and sweeps if the unit is dead.
+  So a watcher is left behind, in a transient unit of its own (systemd-run). That unit
+  has StopPropagatedFrom= and After= the service: a stop of the service stops the
+  watcher too, and first, so the watcher stops the app before the stop job of the
+  service completes, and nothing is left once `systemctl stop` returns. Once the unit
+  leaves auto-restart otherwise, the watcher exits if a pyboss started, and sweeps if
+  the unit is dead.
 """
 import os
 import select
@@ -82,18 +86,48 @@ def sub_state(unit):
         return ""
 
 
+def exec_line(argv):
+    """argv as one command line of a unit file (as systemd-run's --property= parses it)."""
+    return " ".join('"%s"' % a.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$")
+                    for a in argv)
+
+
 def start_watcher(unit, directory, timeout):
     """A transient unit that sweeps directory if unit ends up dead instead of restarted."""
     parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     code = "import sys; sys.path.insert(0, sys.argv.pop(1)); from pyboss.cli import main; main()"
+    command = [os.path.realpath(sys.executable), "-c", code, parent, "sweep",
+               "--cgroup", directory, "--timeout", str(timeout)]
     subprocess.run(["systemd-run", "--quiet", "--no-block", "--collect", "--nice=19",
-                    "--description=pyboss sweep after %s" % unit, "--", os.path.realpath(
-                        sys.executable), "-c", code, parent, "sweep",
-                    "--watch", unit, "--cgroup", directory, "--timeout", str(timeout)],
+                    "--description=pyboss sweep after %s" % unit,
+                    # Stopped with the unit and before it (stops run in reverse order), and
+                    # the stop runs ExecStop= to its end, however far the watcher got.
+                    "--property=StopPropagatedFrom=%s" % unit, "--property=After=%s" % unit,
+                    "--property=ExecStop=%s" % exec_line(command + ["--stop-of", unit]),
+                    "--property=TimeoutStopSec=%d" % (timeout + 30),
+                    "--"] + command + ["--watch", unit],
                    capture_output=True, timeout=30)
 
 
+def stopped_with(unit, directory, timeout):
+    """ExecStop= of the watcher: its unit is stopped, or restarted, or the watcher is done.
+    Only a stop job for the unit means that its app is to go."""
+    if stop_queued(unit):
+        sweep_left(unit, directory, timeout)
+    return 0
+
+
+def sweep_left(unit, directory, timeout):
+    left = cgroup.processes(directory)
+    if left:
+        terminate(left, timeout)
+        click.echo("pyboss sweep: %s was stopped while pyboss was dead: stopped %s"
+                   % (unit, " ".join(map(str, left))))
+
+
 def watch(unit, directory, timeout):
+    """The watcher's main process: sweeps once the unit is dead (and not through a stop job,
+    which ExecStop= handles)."""
     deadline = time.monotonic() + WATCH_LIMIT
     state = sub_state(unit)
     while state in WAITING_STATES and time.monotonic() < deadline:
@@ -101,11 +135,7 @@ def watch(unit, directory, timeout):
         state = sub_state(unit)
     if state not in ("dead", "failed"):
         return 0        # a pyboss was started again: it adopts the app
-    left = cgroup.processes(directory)
-    if left:
-        terminate(left, timeout)
-        click.echo("pyboss sweep: %s was stopped while pyboss was dead: stopped %s"
-                   % (unit, " ".join(map(str, left))))
+    sweep_left(unit, directory, timeout)
     return 0
 
 
@@ -114,7 +144,8 @@ def watch(unit, directory, timeout):
               help="SIGKILL what is still running this long after SIGTERM.")
 @click.option("--watch", "watch_unit", metavar="UNIT", hidden=True)
 @click.option("--cgroup", "cgroup_dir", metavar="DIR", hidden=True)
-def sweep_command(timeout, watch_unit, cgroup_dir):
+@click.option("--stop-of", "stopped_unit", metavar="UNIT", hidden=True)
+def sweep_command(timeout, watch_unit, cgroup_dir, stopped_unit):
     """Leave no process behind when the unit stops (ExecStopPost= of pyboss's units).
 
     \b
@@ -133,6 +164,8 @@ def sweep_command(timeout, watch_unit, cgroup_dir):
     """
     # Runs while the app serves on without pyboss: take no CPU time from it.
     os.nice(19 - os.nice(0))
+    if stopped_unit and cgroup_dir:
+        return stopped_with(stopped_unit, cgroup_dir, timeout)
     if watch_unit and cgroup_dir:
         return watch(watch_unit, cgroup_dir, timeout)
     result = os.environ.get("SERVICE_RESULT")

@@ -19,7 +19,7 @@ from .control_wire import (MAX_REPLY, MAX_REQUEST, BadRequest, announced_wait, e
                            parse_reply, parse_request)
 from .limits import FdReserve
 from .rundir import (DEFAULT_NAME, ControlError, NotRunning, check_default_dir, claim,
-                     make_dirs, remove_dirs, runtime_dir)
+                     make_dirs, make_private_dir, remove_dirs, runtime_dir)
 
 __all__ = ["ControlError", "NotRunning", "ControlServer", "control_path", "request", "runtime_dir",
            "open_notify_socket", "DEFAULT_TIMEOUT"]
@@ -349,9 +349,7 @@ def _read_reply(sock, buffer, path, timeout, deadline, accepted=False):
 
 def open_notify_socket(directory):
     """pyboss's own NOTIFY_SOCKET, in a private 0700 directory beside the control socket."""
-    import tempfile     # here, not at the top: it brings shutil, random, bz2 and lzma (about
-    # 2 MiB) into the supervisor, which opens its notify socket before the hand-off anyway
-    private = tempfile.mkdtemp(prefix=".pyboss-", dir=directory)
+    private = make_private_dir(directory, ".pyboss-")
     try:
         return sd.NotifyReceiver(os.path.join(private, "notify"), private_dir=private)
     except OSError as e:

@@ -11,14 +11,13 @@ import signal
 import time
 from collections import deque
 
-from .generation import DRAINING, Generation, is_descendant
+from .generation import DRAINING, Generation
 from . import limits
 from .loop import EventLoop, describe_failure
 from .observe import Observations
 from .readiness import Readiness
 from .reaper import Reaper
 from .sighup import SighupReloads
-from .watch import ChangeReloads
 from .rolling import RollingReload
 from .workers import WorkerSlots
 from ..systemd.upstream import Upstream
@@ -67,7 +66,10 @@ class Supervisor(RollingReload, WorkerSlots, SighupReloads, EventLoop):
         self.watch(notify, self.on_notify)
         self.reaper = Reaper(self)            # orphans, and generations as whole trees
         self.handle_SIGCHLD = self.reaper.reap
-        self.changes = ChangeReloads.start(self, settings)   # --reload-on-change
+        self.changes = None                                  # --reload-on-change
+        if settings.reload_on_change:
+            from .watch import ChangeReloads    # only then: the supervisor stays small
+            self.changes = ChangeReloads.start(self, settings)
 
     # -- life cycle -------------------------------------------------------------
 
@@ -116,14 +118,6 @@ class Supervisor(RollingReload, WorkerSlots, SighupReloads, EventLoop):
     def child_env(self, env):
         """A hook: the environment generation self.number gets (start_server adds its own)."""
         return env
-
-    def owner_of(self, pid):
-        """The worker pid is, or descends from, and its generation; (None, None) if none."""
-        for gen in self.generations():
-            for worker in gen.workers.values():
-                if worker.alive and (worker.pid == pid or is_descendant(pid, worker.pid)):
-                    return worker, gen
-        return None, None
 
     def on_notify(self):
         for pid, fields, fds in self.notify.receive():

@@ -15,9 +15,9 @@ workers module (supervisor.on_worker_ready), which promotes a generation once al
 workers are ready, or in a rolling reload lets the worker take its slot over.
 """
 import os
-import tempfile
 import time
 
+from .rundir import make_private_dir
 from .probe import PROBE_NAME, HttpProbe, ProbeSocket
 
 SETTLING = "settling"        # a worker's state between its report and its promotion
@@ -68,7 +68,7 @@ class Readiness:
             self.probe_dir = getattr(self.supervisor.notify, "private_dir", None)
             if self.probe_dir is None:
                 parent = os.path.dirname(self.supervisor.control.path)
-                self.probe_dir = tempfile.mkdtemp(prefix=".pyboss-probe-", dir=parent)
+                self.probe_dir = make_private_dir(parent, ".pyboss-probe-")
                 self.created_probe_dir = True
         return self.probe_dir
 

@@ -20,21 +20,33 @@ exec`) are reaped all the same, get the drain signal when a generation drains if
 are older than the generation now serving (so never one of its own), and the stop
 signal when pyboss stops.
 """
-import ctypes
 import os
 import signal
 
 PR_SET_CHILD_SUBREAPER = 36
 _MARK = b"PYBOSS_GENERATION="
+_subreaper = False      # this process is one already: the attribute outlives exec()
 
 
 def become_subreaper():
     """True if the kernel now hands pyboss the orphans of its descendants."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    global _subreaper
+    if not _subreaper:
+        try:
+            # Here, not at the top: `pyboss exec` becomes the subreaper before it exec()s
+            # the lean supervisor image, which then need not carry ctypes (0.35 MiB).
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            _subreaper = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            pass
+    return _subreaper
+
+
+def inherited_subreaper():
+    """This process became a child subreaper before its exec(): it still is one."""
+    global _subreaper
+    _subreaper = True
 
 
 def proc_stat(pid):

@@ -15,10 +15,10 @@ them: the number of workers in force (`pyboss scale` lasts as long as its genera
 each slot's crash record and respawn time, and where a rolling reload stands.
 The state is written after every turn of the event loop that changed it.
 """
+import binascii     # crc32 as zlib has it, without zlib in the supervisor
 import json
 import os
 import struct
-import zlib
 
 from .. import __version__
 
@@ -196,7 +196,7 @@ class StateMemfd:
             if magic != _MAGIC or length > SLOT_SIZE - _HEADER.size:
                 continue
             payload = os.pread(self.fd, length, slot * SLOT_SIZE + _HEADER.size)
-            if len(payload) == length and zlib.crc32(payload) == crc:
+            if len(payload) == length and binascii.crc32(payload) == crc:
                 found.append((sequence, payload))
         return sorted(found)
 
@@ -214,7 +214,7 @@ class StateMemfd:
         if len(data) > SLOT_SIZE - _HEADER.size:
             raise ValueError("state of %d bytes does not fit a slot" % len(data))
         self.sequence += 1
-        header = _HEADER.pack(_MAGIC, self.sequence, len(data), zlib.crc32(data))
+        header = _HEADER.pack(_MAGIC, self.sequence, len(data), binascii.crc32(data))
         os.pwrite(self.fd, header + data, (self.sequence % 2) * SLOT_SIZE)
 
     def remove(self):

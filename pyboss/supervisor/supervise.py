@@ -16,7 +16,6 @@ import socket
 import sys
 
 from .. import __version__
-from . import adopt as adoption
 from . import state as saved
 from .control import Connection, ControlServer
 from ..listeners import Listener, ListenerSet
@@ -24,9 +23,8 @@ from .log import EventLog
 from ..sd import NotifyReceiver
 from .core import Supervisor
 from .settings import Settings
-from .restore import restore
+from .reaper import become_subreaper, inherited_subreaper
 from .upgrade import Upgrader, package_parent
-from ..systemd import cgroup
 
 HANDOFF = "PYBOSS_HANDOFF"
 CODE = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
@@ -54,6 +52,9 @@ def handoff_state(settings, listeners, control, notify, quiet, store=None, adopt
                    "private_dir": notify.private_dir},
         "store": store.handoff() if store is not None else None,
         "adopt": adopt, "upstream": upstream,
+        # Made so here, before the exec(): the kernel keeps it, and the image need not
+        # load ctypes to make it so again.
+        "subreaper": become_subreaper(),
     }
 
 
@@ -114,6 +115,11 @@ def supervise(settings, listeners, control, notify, log, quiet, store=None, adop
     supervisor.handle_SIGUSR2 = lambda: upgrader.request(None)
     supervisor.idle_hooks.append(upgrader)
     adopted = []
+    if adopt is not None or sweep:
+        # Only then: a supervisor that adopts nothing does not carry the code for it.
+        from . import adopt as adoption
+        from .restore import restore
+        from ..systemd import cgroup
     if adopt is not None:
         changed = adoption.difference(adopt, settings.argv, listeners.names)
         if changed:
@@ -164,6 +170,8 @@ def check_handoff():
 
 def main():
     state = json.loads(os.environ.pop(HANDOFF))
+    if state.get("subreaper"):
+        inherited_subreaper()
     listeners = ListenerSet([Listener(l["name"], _adopt(l["fd"]), l["origin"],
                                       l["created_path"], l["created_inode"])
                              for l in state["listeners"]])

@@ -15,7 +15,6 @@ the ways files are replaced in practice:
 Watches are re-armed after every batch of events, since a swap moves the targets.
 Events are debounced: one reload once the burst has been quiet for --reload-debounce.
 """
-import ctypes
 import os
 import stat
 import struct
@@ -38,6 +37,8 @@ def _is_scratch(name):
 
 class Inotify:
     def __init__(self):
+        import ctypes       # here: only --reload-on-change needs it in the supervisor
+        self._ctypes = ctypes
         self._libc = ctypes.CDLL(None, use_errno=True)
         self.fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if self.fd < 0:
@@ -51,7 +52,7 @@ class Inotify:
         """The watch descriptor, or raises OSError (EACCES, ENOSPC: out of watches)."""
         wd = self._libc.inotify_add_watch(self.fd, os.fsencode(directory), DIRECTORY_EVENTS)
         if wd < 0:
-            errno = ctypes.get_errno()
+            errno = self._ctypes.get_errno()
             raise OSError(errno, os.strerror(errno), directory)
         return wd
 

@@ -16,7 +16,7 @@ import signal
 import time
 
 from .. import sd
-from .generation import Generation, Worker
+from .generation import Generation, Worker, is_descendant
 
 MAX_WORKERS = 1024
 
@@ -55,6 +55,14 @@ class WorkerSlots:
             self.log("spawn", "%s started in slot %d" % (worker, slot), generation=gen.number,
                      pid=worker.pid, slot=slot)
         return worker
+
+    def owner_of(self, pid):
+        """The worker pid is, or descends from, and its generation; (None, None) if none."""
+        for gen in self.generations():
+            for worker in gen.workers.values():
+                if worker.alive and (worker.pid == pid or is_descendant(pid, worker.pid)):
+                    return worker, gen
+        return None, None
 
     def generation_of(self, worker):
         for gen in self.generations():
