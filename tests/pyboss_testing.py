@@ -200,6 +200,7 @@ class Load:
     def __init__(self, address, threads=6, path="/"):
         self.address, self.path = address, path
         self.results = []            # (start time, latency, generation or None, error or None)
+        self.answers = []            # (start time, end time, pid) of every answered request
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
@@ -211,9 +212,11 @@ class Load:
                 reply, error = http_get(self.address, self.path), None
             except Exception as e:  # noqa: BLE001 - every kind of failure is a finding
                 reply, error = None, "%s: %s" % (type(e).__name__, e)
+            end = time.monotonic()
             with self.lock:
-                self.results.append((start, time.monotonic() - start,
-                                     reply and reply["generation"], error))
+                self.results.append((start, end - start, reply and reply["generation"], error))
+                if reply:
+                    self.answers.append((start, end, reply["pid"]))
 
     def __enter__(self):
         for t in self.threads:

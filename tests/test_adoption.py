@@ -10,23 +10,8 @@ import os
 import signal
 import subprocess
 
-import pytest
-
 from pyboss_testing import (PYBOSS, TIMEOUT, Load, Pyboss, http_get, pid_alive,
                             socket_inodes, wait_until)
-
-
-@pytest.fixture
-def orphans():
-    """Processes a test leaves without a pyboss if it fails half-way: killed at teardown.
-    Append a Pyboss to have it closed, a pid to have it SIGKILLed."""
-    left = []
-    yield left
-    for thing in reversed(left):
-        if isinstance(thing, Pyboss):
-            thing.close()
-        elif pid_alive(thing):
-            os.kill(thing, signal.SIGKILL)
 
 
 def sigkill(boss):

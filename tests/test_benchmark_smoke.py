@@ -95,6 +95,24 @@ def test_quick_observability_benchmark_measures_idle_cost_and_relay_throughput(t
     assert "captured / direct" in done.stdout
 
 
+def test_quick_workers_benchmark_shows_two_pids_and_no_pyboss_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.workers", "--quick", "--out",
+                           str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=600)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    with open(tmp_path / "workers.json") as f:
+        raw = json.load(f)
+    pyboss = raw["throughput"]["pyboss"]
+    assert pyboss["1"]["pids"] == 1 and pyboss["2"]["pids"] == 2
+    assert pyboss["1"]["errors"] == pyboss["2"]["errors"] == 0
+    assert pyboss["1"]["rps"] > 0 and pyboss["2"]["rps"] > 0
+    for strategy in ("all", "rolling"):
+        row = raw["reload"][strategy]
+        assert row["errors"] == 0 and row["reloads_failed"] == 0, (strategy, row)
+        assert row["requests"] > 0
+    assert "| pyboss |" in (tmp_path / "workers.md").read_text()
+
+
 def test_client_benchmark_times_every_client_command_beside_a_bare_start(tmp_path):
     done = subprocess.run([sys.executable, "-m", "benchmarks.client", "--runs", "2",
                            "--out", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,

@@ -56,7 +56,7 @@ def test_client_commands_do_not_import_click(start_pyboss, app):
     boss = start_pyboss([app[0]])
     for args in (["status"], ["status", "--json"], ["status", "--check"],
                  ["status", "--timeout", "5"], ["reload"], ["reload", "--wait", "--timeout=30"],
-                 ["stop"]):
+                 ["scale", "2"], ["scale", "--timeout", "30", "1"], ["stop"]):
         code, modules = imported_modules(PYBOSS + args + ["--control", boss.control])
         assert code == 0, args
         assert "pyboss.cli.client" in modules, args
@@ -81,6 +81,7 @@ def test_lean_and_click_paths_answer_alike(start_pyboss, app, tmp_path):
     control = ["--control", boss.control]
     for args in (["status"], ["status", "--json"], ["status", "--check"],
                  ["status", "--control=" + boss.control],
+                 ["scale", "1"], ["scale", "--name", "nobody-runs-this", "2"],
                  ["reload", "--name", "nobody-runs-this"], ["stop", "--control",
                                                              str(tmp_path / "none.sock")]):
         argv = args if "--control" in " ".join(args) or "--name" in args else args + control
@@ -105,6 +106,10 @@ def test_lean_and_click_paths_answer_alike(start_pyboss, app, tmp_path):
     (["reload", "--wait=yes"], "--wait"),
     (["status", "--timeout", "inf"], "--timeout"),
     (["status", "extra"], "extra"),
+    (["scale", "0"], "WORKERS"),
+    (["scale", "2000"], "WORKERS"),
+    (["scale"], "WORKERS"),
+    (["scale", "1", "2"], "2"),
     (["start-server", "--restart", "--stop", "--pid-file", "x"],
      "pyboss start-server: --restart and --stop exclude each other"),
     (["start-server", "--restart", "--pid-file", "x"],

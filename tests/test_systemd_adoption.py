@@ -150,3 +150,38 @@ def test_upgrade_ten_times_under_systemd_keeps_mainpid_and_the_app(systemd_ns, t
     assert curl(ns)["generation"] == 2
     print("10 upgrades under systemd: %d requests, worst latency %.3fs"
           % (load.result["requests"], load.result["worst_latency"]))
+
+
+def serving_workers(after):
+    return sorted((w["slot"], w["pid"]) for g in after["generations"] for w in g["workers"]
+                  if w["state"] == "serving")
+
+
+def test_pyboss_sigkilled_with_two_workers_both_workers_serve_on_and_are_adopted(
+        systemd_ns, tmp_path):
+    units, _ = adoption_units(tmp_path, pyboss_options="--ready-timeout 20 --workers 2")
+    ns = systemd_ns(units)
+    ns.systemctl("start", "demo.socket", "demo.service")
+    curl(ns)
+    before = serving_workers(status(ns))
+    host_pids = sorted(app_processes(ns))
+    assert [slot for slot, _ in before] == [0, 1] and len(host_pids) == 2
+    with LoadInside(ns, threads=8) as load:
+        supervisor = sigkill_pyboss_and_await_restart(ns)
+        after = status(ns)
+    # The very same two processes, each in its slot, and no others.
+    assert serving_workers(after) == before
+    assert after["workers"] == 2 and len(after["generations"]) == 1
+    assert sorted(app_processes(ns)) == host_pids
+    assert load.failures == 0, load.result
+    assert load.result["generations"] == {"1": sorted(pid for _, pid in before)}, load.result
+    adopted = [e for e in journal_json(ns) if e.get("PYBOSS_EVENT") == "adopted"]
+    assert sorted((int(e["PYBOSS_SLOT"]), int(e["PYBOSS_CHILD_PID"])) for e in adopted) == before
+    assert {e["_PID"] for e in adopted} == {str(supervisor)}
+    # Supervised again: a reload replaces both workers, a stop leaves nothing.
+    ns.run(["timeout", str(TIMEOUT), "systemctl", "reload", "demo.service"])
+    assert curl(ns)["generation"] == 2
+    wait_until(lambda: not set(host_pids) & set(app_processes(ns)),
+               what="both adopted workers to drain")
+    ns.systemctl("stop", "demo.service")
+    assert ns.unit_processes("demo.service") == []

@@ -1,4 +1,4 @@
-"""The client commands without click: `pyboss status`, `reload`, `stop` and
+"""The client commands without click: `pyboss status`, `reload`, `stop`, `scale` and
 `pyboss start-server --restart/--stop`.
 
 `systemctl reload` runs `pyboss reload --wait` every time, so these commands must start
@@ -13,8 +13,9 @@ below, so both paths print the same lines and exit with the same status.
 import json
 import sys
 
-from ..supervisor.control import (DEFAULT_TIMEOUT, ControlError, control_path, format_status,
-                                  request, valid_name)
+from ..supervisor.control import DEFAULT_TIMEOUT, ControlError, control_path, request, valid_name
+from ..supervisor.status_text import format_status
+from ..supervisor.workers import MAX_WORKERS
 from ..values import seconds
 
 MAX_TIMEOUT = 86400       # --timeout's range, as the click option has it
@@ -25,6 +26,7 @@ _TARGET = {"--name": ("name", True), "--control": ("control", True),
 CLIENT_OPTIONS = {
     "reload": dict(_TARGET, **{"--wait": ("wait", False), "--after-sighup": ("after_sighup", False)}),
     "stop": _TARGET,
+    "scale": _TARGET,
     "upgrade": _TARGET,
     "status": dict(_TARGET, **{"--json": ("as_json", False), "--check": ("check", False)}),
 }
@@ -60,6 +62,26 @@ def parse_options(args, known):
     return parsed
 
 
+def workers_argument(args):
+    """(the options, WORKERS) of `pyboss scale`'s args; WORKERS None unless it is one number
+    in range, placed anywhere among the options."""
+    options, numbers = [], []
+    args = list(args)
+    while args:
+        arg = args.pop(0)
+        known = CLIENT_OPTIONS["scale"].get(arg)
+        if known is not None and known[1] and args:
+            options += [arg, args.pop(0)]       # an option and its value
+        elif arg.startswith("-"):
+            options.append(arg)
+        else:
+            numbers.append(arg)
+    if len(numbers) != 1 or not (numbers[0].isascii() and numbers[0].isdigit()) \
+            or not 1 <= int(numbers[0]) <= MAX_WORKERS:
+        return options, None
+    return options, int(numbers[0])
+
+
 def lean_command(argv, start_server_link=False):
     """A function running the command argv asks for, or None when click should parse it."""
     if start_server_link:
@@ -79,9 +101,15 @@ def lean_command(argv, start_server_link=False):
         return lambda: control_starter(prog, **options)
     if command not in CLIENT_OPTIONS:
         return None
+    if command == "scale":
+        args, workers = workers_argument(args)
+        if workers is None:
+            return None       # click says what is wrong with it
     options = parse_options(args, CLIENT_OPTIONS[command])
     if options is None or not valid_name(options.get("name")):
         return None
+    if command == "scale":
+        options["workers"] = workers
     if "timeout" in options:
         try:
             options["timeout"] = seconds(options["timeout"], MAX_TIMEOUT)
@@ -126,6 +154,16 @@ def run_stop(name=None, control=None, timeout=DEFAULT_TIMEOUT):
     return 0
 
 
+def run_scale(workers, name=None, control=None, timeout=DEFAULT_TIMEOUT):
+    reply = ask(name, control, {"command": "scale", "workers": workers}, timeout)
+    if not reply.get("ok"):
+        say("pyboss scale: failed: %s" % reply.get("error"), err=True)
+        return 1
+    say("pyboss: %d workers serving (pids %s)"
+        % (reply["workers"], ", ".join(map(str, reply["pids"]))))
+    return 0
+
+
 def run_status(name=None, control=None, as_json=False, check=False, timeout=DEFAULT_TIMEOUT):
     reply = ask(name, control, {"command": "status"}, timeout)
     if check:       # a probe: serving or not, in one line
@@ -150,7 +188,7 @@ def run_upgrade(name=None, control=None, timeout=DEFAULT_TIMEOUT):
 
 
 CLIENT_COMMANDS = {"reload": run_reload, "stop": run_stop, "status": run_status,
-                   "upgrade": run_upgrade}
+                   "upgrade": run_upgrade, "scale": run_scale}
 
 
 def control_starter(prog, restart=False, stop=False, pid_file=None, status_file=None):

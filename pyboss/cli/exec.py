@@ -20,6 +20,7 @@ from ..supervisor.state import StateFile, StateMemfd
 from ..supervisor.supervise import hand_off
 from ..supervisor.settings import DEFAULT_READY_GRACE, Settings
 from ..supervisor.watch import Inotify
+from ..supervisor.workers import MAX_WORKERS
 from ..systemd.upstream import Upstream
 
 def checked_name(name):
@@ -159,12 +160,27 @@ def checked_textfile(path):
 @click.option("--reload-debounce", type=float, default=0.2, show_default=True,
               metavar="SECONDS", help="Reload once changes have been quiet this long "
               "(0.01 to 60); a burst of writes is one reload.")
+@click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
+              help="Processes per generation, all on the same listeners; each gets "
+                   "PYBOSS_WORKER=0..N-1 and its own LISTEN_PID. Each worker's READY=1 counts "
+                   "for that worker; a generation is ready once all are. A worker that dies "
+                   "is respawned alone, with backoff, and --crash-limit counts per worker "
+                   "slot. 'pyboss scale N', SIGTTIN and SIGTTOU change the number at run time.")
+@click.option("--reload-strategy", type=click.Choice(["all", "rolling"]), default="all",
+              show_default=True, help="all: start every worker of the new generation, drain "
+              "the old ones once all new ones are ready (needs room for twice the workers). "
+              "rolling: replace --max-surge workers at a time, each old one drained once its "
+              "replacement is ready; a new worker that fails stops the roll, the workers "
+              "already replaced stay and the rest of the old ones serve on.")
+@click.option("--max-surge", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
+              help="With --reload-strategy rolling: new workers starting at once.")
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def exec_command(name, control, listens, socket_mode, backlog, ready_after, ready_timeout,
                  ready_probe, ready_grace, drain_signal, drain_timeout, stop_signal,
                  stop_timeout, max_draining, crash_limit, capture_output, metrics_address,
-                 metrics_textfile, watched, reload_debounce, quiet, command):
+                 metrics_textfile, watched, reload_debounce, workers, reload_strategy, max_surge,
+                 quiet, command):
     """Run COMMAND as supervised generations on shared listening sockets.
 
     \b
@@ -173,7 +189,8 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
 
     Every generation gets the listeners on fds 3, 4, ... with LISTEN_FDS,
     LISTEN_FDNAMES and LISTEN_PID set as systemd would, a NOTIFY_SOCKET of
-    pyboss's own on which it reports READY=1, and PYBOSS_GENERATION.
+    pyboss's own on which it reports READY=1, PYBOSS_GENERATION and PYBOSS_WORKER
+    (0..N-1 with --workers N).
 
     SIGHUP or 'pyboss reload' starts a new generation; the old one gets the drain
     signal once the new one is ready (READY=1, or --ready-after, and --ready-probe
@@ -189,6 +206,12 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
     container; SIGTERM from 'docker stop' or the kubelet drains within
     --stop-timeout, SIGHUP ('docker kill -s HUP') reloads. With --reload-on-change
     a changed configuration or certificate reloads the app by itself.
+
+    With --workers N every generation is N processes; SIGTTIN adds one worker,
+    SIGTTOU drains one, 'pyboss scale N' sets the number and waits until the
+    new workers are ready. --reload-strategy rolling replaces them a few at a
+    time; 'pyboss reload --wait' then fails with "k of N replaced; failed
+    because ..." if a new worker fails half-way.
 
     Every SECONDS is a finite number from 0 to 604800 (a week; --reload-debounce
     0.01 to 60); every SIGNAL a name (TERM, SIGTERM, term) or number of a signal
@@ -230,7 +253,8 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
                         metrics_textfile=checked_textfile(metrics_textfile),
                         reload_on_change=checked_watch_paths(watched, reload_debounce),
                         reload_debounce=reload_debounce, ready_grace=ready_grace,
-                        ready_probe=ready_probe)
+                        ready_probe=ready_probe, workers=workers,
+                        reload_strategy=reload_strategy, max_surge=max_surge)
     metrics_spec = checked_metrics_address(metrics_address)
     path = control_path(name, control)
     # A copy: the supervisor this process becomes reads NOTIFY_SOCKET from the environment.
@@ -296,5 +320,5 @@ def orphaned(previous, command, specs, inherited):
         raise UserError("%s; %s: run 'pyboss exec' with that same command and listeners "
                         "to adopt them, or stop them first (kill %s)"
                         % (adoption.what_runs(previous, live), different,
-                           " ".join(str(g["pid"]) for g in live)))
+                           " ".join(map(str, adoption.live_pids(live)))))
     return previous

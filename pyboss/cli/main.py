@@ -1,4 +1,4 @@
-"""The pyboss command line: exec, reload, stop, status."""
+"""The pyboss command line: exec, reload, scale, stop, status."""
 import os
 import sys
 
@@ -7,8 +7,9 @@ import click
 from .. import __version__
 from ..options import Seconds
 from ..supervisor.control import DEFAULT_TIMEOUT
-from .client import run_reload, run_status, run_stop, run_upgrade
+from .client import run_reload, run_scale, run_status, run_stop, run_upgrade
 from .exec import checked_name, exec_command
+from ..supervisor.workers import MAX_WORKERS
 from .check import check_command
 from .units import units_command
 from .sweep import sweep_command
@@ -77,6 +78,23 @@ def stop_command(name, control, timeout):
     return run_stop(checked_name(name), control, timeout)
 
 
+@cli.command("scale")
+@control_options
+@click.argument("workers", type=click.IntRange(1, MAX_WORKERS))
+def scale_command(name, control, timeout, workers):
+    """Run WORKERS processes per generation from now on.
+
+    New workers start in the free slots, each checked for readiness as at a
+    reload; surplus workers get the drain signal. Returns once every worker is
+    ready: exit 0, or 1 with the reason (a new worker that fails is respawned
+    with backoff; refused while a generation is starting). SIGTTIN and SIGTTOU
+    to pyboss add and remove one worker without waiting. The number lasts until
+    pyboss stops (a pyboss that adopts the workers after a crash keeps it); put
+    --workers in the unit to keep it.
+    """
+    return run_scale(workers, checked_name(name), control, timeout)
+
+
 @cli.command("upgrade")
 @control_options
 def upgrade_command(name, control, timeout):
@@ -85,8 +103,9 @@ def upgrade_command(name, control, timeout):
     The supervisor exec()s the pyboss now installed where it was loaded from (after a
     new package or a 'pip install -U') in its own process, keeping its pid (systemd's
     MAINPID), every listener, its notify socket, every generation (serving and
-    draining, with their deadlines) and the reload history. No generation is
-    restarted and no connection is refused. A reload under way is finished first.
+    draining, each of its workers, with their deadlines) and the reload history. No
+    worker is restarted and no connection is refused. A reload under way, or a scale
+    waiting for its new workers, is finished first.
 
     Returns once the new code supervises: exit 0, and 'pyboss status --json' reports
     the new version. If the installed pyboss cannot take over (it is tried in a

@@ -32,7 +32,8 @@ PASSED_OPTIONS = {"--ready-after": "SECONDS", "--ready-timeout": "SECONDS",
                   "--ready-probe": "PATH", "--ready-grace": "SECONDS",
                   "--drain-signal": "SIGNAL", "--drain-timeout": "SECONDS",
                   "--stop-signal": "SIGNAL", "--stop-timeout": "SECONDS",
-                  "--max-draining": "N", "--crash-limit": "N"}
+                  "--max-draining": "N", "--crash-limit": "N", "--workers": "N",
+                  "--reload-strategy": "all|rolling", "--max-surge": "K"}
 SECONDS_OPTIONS = ("ready_after", "ready_timeout", "ready_grace", "drain_timeout", "stop_timeout")
 
 

@@ -12,14 +12,17 @@ usage or a socket that cannot be had; 3 no supervisor of that name is running
 (reload, stop, status) or one already is (start).
 """
 import os
+import signal
 
 from .boss_exits import EXIT_ALREADY_RUNNING, EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE
 from ..supervisor.control import (ControlError, ControlServer, NotRunning, control_path,
-                                  format_status, open_notify_socket, request)
+                                  open_notify_socket, request)
+from ..supervisor.status_text import format_status
 from ..supervisor.core import Supervisor
 
 
 class BossSupervisor(Supervisor):
+    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)   # one worker: no TTIN/TTOU
     def __init__(self, settings, listeners, control, notify, log, cwd):
         super().__init__(settings, listeners, control, notify, log)
         self.command = (list(settings.argv), cwd)   # the serving version's; respawns use it

@@ -42,6 +42,7 @@ class StarterLog(EventLog):
 
 
 class StarterSupervisor(Supervisor):
+    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)   # one worker: no TTIN/TTOU
     def __init__(self, settings, listeners, control, notify, log, options):
         super().__init__(settings, listeners, control, notify, log)
         self.options = options
@@ -145,8 +146,8 @@ class StarterSupervisor(Supervisor):
         if signum:
             gen.signal(signum)
 
-    def on_exit(self, gen):
-        super().on_exit(gen)
+    def on_worker_exit(self, worker):
+        super().on_worker_exit(worker)
         self.update_status_file()
 
     def update_status_file(self, promoting=None):

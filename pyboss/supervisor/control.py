@@ -15,7 +15,6 @@ import struct
 import time
 
 from .. import sd
-from . import observe
 from .control_wire import (MAX_REPLY, MAX_REQUEST, BadRequest, announced_wait, encode,
                            parse_reply, parse_request)
 from ..listeners import remove_if_ours
@@ -24,7 +23,7 @@ from .rundir import (DEFAULT_NAME, ControlError, NotRunning, check_default_dir, 
                      make_dirs, make_private_dir, remove_dirs, runtime_dir)
 
 __all__ = ["ControlError", "NotRunning", "ControlServer", "control_path", "request", "runtime_dir",
-           "open_notify_socket", "format_status", "DEFAULT_TIMEOUT"]
+           "open_notify_socket", "DEFAULT_TIMEOUT"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
 _PEERCRED = struct.Struct("3i")
@@ -354,38 +353,3 @@ def open_notify_socket(directory):
         os.rmdir(private)
         raise ControlError("cannot create the notify socket in %s: %s"
                            % (private, e.strerror or e))
-
-
-def format_status(status):
-    """A status reply as the lines `pyboss status` prints."""
-    lines = []
-    lines.append("pyboss %r (pid %d): %s" % (status["name"], status["pid"], status["state"]))
-    lines.extend(observe.format_self(status))
-    lines.append("  command: %s" % " ".join(status["command"]))
-    lines.append("  listeners:")
-    for l in status["listeners"]:
-        lines.append("    %-12s %-6s %-28s %s" % (l["name"], l["kind"], l["address"], l["origin"]))
-    lines.append("  generations:")
-    for g in status["generations"]:
-        ready = "ready after %.3fs" % g["ready_after"] if g["ready_after"] is not None else "not ready"
-        lines.append("    #%-4d pid %-8d %-9s started %s  %s%s%s" % (
-            g["number"], g["pid"], g["state"], time.strftime("%H:%M:%S", time.localtime(g["started"])),
-            "up %s  " % observe.duration(g["uptime"]) if "uptime" in g else "",
-            ready, "  (%s)" % g["status"] if g.get("status") else ""))
-    if status["reloads"]:
-        lines.append("  last reloads:")
-    for r in status["reloads"]:
-        lines.append("    #%-4d %-7s %.3fs at %s%s" % (
-            r["generation"], r["outcome"], r["duration"],
-            time.strftime("%H:%M:%S", time.localtime(r["requested"])),
-            ": " + r["reason"] if r["reason"] else ""))
-    lines.extend(observe.format_failed(status))
-    changes = status.get("reload_on_change")
-    if changes:
-        lines.append("  reload on change: %s" % ", ".join(changes["paths"]))
-        lines.append("    %d change(s): %d reloaded, %d failed%s" % (
-            changes["changes"], changes["reloaded"], changes["failed"],
-            " (last: %s)" % changes["last_error"] if changes["failed"] else ""))
-    if status.get("orphans", {}).get("reaped"):
-        lines.append("  orphans reaped: %d" % status["orphans"]["reaped"])
-    return "\n".join(lines)

@@ -1,6 +1,7 @@
 """The control protocol's lines, parsed within bounds.
 
 A request is one JSON object on one line: {"command": "reload", "wait": true, "ack": true}
+or {"command": "scale", "workers": 3}
 ("ack": the client wants {"accepted": true, "wait": SECONDS} first for work that takes
 time; clients of earlier versions do not ask for it and get only the answer). Nothing a
 caller sends may cost pyboss more than a bounded amount of memory and stack: the line is
@@ -14,7 +15,7 @@ import re
 MAX_REQUEST = 65536      # a Boss reload carries a command line and a directory
 MAX_REPLY = 1 << 20      # a status with many listeners and 20 reloads stays far below
 MAX_DEPTH = 4
-COMMANDS = ("status", "reload", "stop", "upgrade")
+COMMANDS = ("status", "reload", "stop", "scale", "upgrade")
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 _BRACKET = re.compile(rb"[\[\]{}]")
 

@@ -3,28 +3,36 @@
 SERVING(N) --reload--> N+1 starting --ready--> SERVING(N+1), N draining
                                     --exit/timeout--> N+1 killed, SERVING(N)
 Reload requests that arrive while N+1 starts coalesce into one follow-up reload.
+A generation is its workers (workers.py; one by default): it is ready once every worker
+is. --reload-strategy rolling replaces the workers a few at a time instead (rolling.py).
 """
 import os
 import signal
 import time
 from collections import deque
 
-from .. import sd
-from .generation import DRAINING, Generation, is_descendant
+from .generation import DRAINING, Generation
 from . import limits
 from .loop import EventLoop, describe_failure
 from .observe import Observations
 from .readiness import Readiness
 from .reaper import Reaper
 from .sighup import SighupReloads
+from .rolling import RollingReload
+from .workers import WorkerSlots
 from ..systemd.upstream import Upstream
 from ..systemd.watchdog import Keepalive
 
 STOPPING_MESSAGE = "pyboss is stopping"
 
 
-class Supervisor(SighupReloads, EventLoop):
-    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+class ReloadFailed(Exception):
+    """A new generation did not become ready; the old one keeps serving."""
+
+
+class Supervisor(RollingReload, WorkerSlots, SighupReloads, EventLoop):
+    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGTTIN,
+               signal.SIGTTOU)
 
     def __init__(self, settings, listeners, control, notify, log, upstream=None):
         super().__init__()
@@ -53,6 +61,7 @@ class Supervisor(SighupReloads, EventLoop):
         self.exit_code = 0
         self.fatal = None
         self.observed = Observations(settings, self)   # counters, output, recent failures
+        self.init_slots()
         control.serve(self, self.on_request, log)
         self.watch(notify, self.on_notify)
         self.reaper = Reaper(self)            # orphans, and generations as whole trees
@@ -69,7 +78,8 @@ class Supervisor(SighupReloads, EventLoop):
         self.install_signals()
         failed = False
         try:
-            self.current or self.pending or self.spawn("start")    # else adopted ones serve
+            if not (self.current or self.pending or self.respawn_timer):
+                self.spawn("start")     # else adopted workers serve, or start after backoff
             self.run_forever()
         except BaseException:         # noqa: BLE001 - pyboss's own bug: the app lives on
             failed = True
@@ -88,76 +98,49 @@ class Supervisor(SighupReloads, EventLoop):
         return sorted((g for g in gens if g is not None), key=lambda g: g.number)
 
     def spawn(self, purpose):
+        """Start generation self.number + 1 with a worker in every slot."""
         self.respawn_timer = None
         self.number += 1
+        gen = Generation(self.number)
         try:
-            names, fds = self.readiness.child_listeners(self.number, self.listeners)
-            env = sd.child_env(os.environ, names, self.notify.path,
-                               dict(self.keepalive.child_env(), PYBOSS_GENERATION=str(self.number)))
-            gen = self.observed.output.spawn(Generation.spawn, self.number, self.settings.argv,
-                                             self.child_env(env), fds)
+            for slot in range(self.settings.workers):
+                self.spawn_worker(gen, slot)
         except OSError as e:
-            self.readiness.spawn_failed(self.number)
             self.log("spawn-failed", "cannot start generation %d: %s" % (self.number, e.strerror),
                      level="error")
+            if gen.workers:         # the slots that did start: killed, reaped from old
+                self.retire(gen, signal.SIGKILL, 0)
             self.respawn_timer = self.call_later(self.next_backoff(), lambda: self.spawn(purpose))
             return
-        self.readiness.spawned(gen)
-        gen.reaper = self.reaper
         self.pending, self.pending_purpose = gen, purpose
-        self.watch(gen.pidfd, lambda: self.on_exit(gen))
-        self.watch(gen.exec_fd, lambda: self.on_exec(gen))
-        gen.deadline_timer = self.call_later(self.settings.ready_timeout, lambda: self.on_ready_timeout(gen))
         self.log("spawn", "%s started for %s" % (gen, purpose), generation=gen.number, pid=gen.pid)
 
     def child_env(self, env):
         """A hook: the environment generation self.number gets (start_server adds its own)."""
         return env
 
-    def on_exec(self, gen):
-        self.unwatch(gen.exec_fd)
-        error = gen.read_exec_result()
-        if error is not None:
-            gen.exec_failed = True
-            gen.failure = "cannot execute %s: %s" % (self.settings.argv[0], error)
-            return          # the exit (status 127) follows at once and is handled there
-        if gen is self.pending:
-            self.readiness.exec_succeeded(gen)
-
-    def on_ready_timeout(self, gen):
-        if gen is self.pending:
-            gen.failure = self.readiness.not_ready_reason(gen)
-            self.pending_failed(gen)
-
-    def owner_of(self, pid):
-        for gen in self.generations():
-            if gen.alive and (gen.pid == pid or is_descendant(pid, gen.pid)):
-                return gen
-        return None
-
     def on_notify(self):
         for pid, fields, fds in self.notify.receive():
             for fd in fds:
                 os.close(fd)      # pyboss keeps no fds for its apps
-            gen = self.owner_of(pid)
-            if gen is None:
+            worker, gen = self.owner_of(pid)
+            if worker is None:
                 self.log("notify-rejected", "ignored notify message from pid %d: not one of "
                          "pyboss's generations" % pid, level="warning", pid=pid)
                 continue
             if "STATUS" in fields:
-                gen.status_text = fields["STATUS"]
+                worker.status_text = fields["STATUS"]
             self.keepalive.on_notify(gen, fields)
-            if gen is self.pending and not self.stopping:
-                self.readiness.on_notify(gen, fields)
+            if not self.stopping:
+                self.readiness.on_notify(worker, fields)
 
     # -- the reload state machine -------------------------------------------------
 
     def promote(self, gen):
-        gen.deadline_timer.cancel()
-        self.readiness.forget(gen)
         gen.mark_ready()
         previous, self.current, self.pending = self.current, gen, None
         self.failures = 0
+        self.reset_slots()
         self.log("ready", "%s ready after %.3fs" % (gen, gen.ready_after),
                  generation=gen.number, pid=gen.pid, ready_after="%.3f" % gen.ready_after)
         if previous is not None:
@@ -169,15 +152,16 @@ class Supervisor(SighupReloads, EventLoop):
         self.start_followup()
 
     def pending_failed(self, gen):
-        gen.deadline_timer.cancel()
-        self.readiness.forget(gen)
+        for worker in gen.workers.values():
+            self.readiness.forget(worker)
         self.pending = None
-        reason = gen.failure or "%s %s" % (gen, gen.exit_reason)
+        reason = gen.failure
         if gen.alive:
             self.retire(gen, signal.SIGKILL, 0)
         if self.stopping:
             return
-        detail = reason + self.observed.failure(gen)    # with its last lines, if known
+        detail = reason + self.observed.failure(gen.failed_worker)   # its last lines, if known
+        gen.last_lines = gen.failed_worker.last_lines
         # Success or not, systemd awaits a READY=1 for every RELOADING=1.
         self.upstream.reload_over("reload failed: %s; %s" % (detail, self.status_line()))
         if self.pending_purpose == "reload" and self.current is not None:
@@ -205,44 +189,49 @@ class Supervisor(SighupReloads, EventLoop):
         self.reaper.on_drain(signum)
         if signum != signal.SIGKILL:
             gen.deadline_timer = self.call_later(timeout, lambda: gen.signal(signal.SIGKILL))
+        # The limit counts generations: a rolling reload retires one worker at a time.
         draining = [g for g in self.old if g.alive]
-        for oldest in draining[:max(0, len(draining) - self.settings.max_draining)]:
+        numbers = sorted({g.number for g in draining})
+        excess = set(numbers[:max(0, len(numbers) - self.settings.max_draining)])
+        for oldest in [g for g in draining if g.number in excess]:
             self.log("drain-limit", "%s killed: more than %d generations draining"
                      % (oldest, self.settings.max_draining), level="warning",
                      generation=oldest.number, pid=oldest.pid)
             oldest.signal(signal.SIGKILL)
 
-    def on_exit(self, gen):
-        if not gen.reap():
+    def on_worker_exit(self, worker):
+        if not worker.reap():
             return
-        self.unwatch(gen.pidfd)
-        if gen.exec_fd is not None:
-            self.on_exec(gen)   # an exec error can arrive in the same round as the exit
-        gen.close()
-        if gen.deadline_timer is not None:
-            gen.deadline_timer.cancel()
-        self.reaper.generation_exited(gen, self.settings.drain_signal, self.settings.drain_timeout)
+        self.unwatch(worker.pidfd)
+        if worker.exec_fd is not None:
+            self.on_exec(worker)   # an exec error can arrive in the same round as the exit
+        worker.close()
+        if worker.deadline_timer is not None:
+            worker.deadline_timer.cancel()
+        self.readiness.exited(worker)       # a death while settling says so
+        self.readiness.forget(worker)
+        gen = self.generation_of(worker)
+        if gen is not None:
+            gen.forget(worker)
+            if not gen.alive:       # what the generation left behind drains like it
+                self.reaper.generation_exited(gen, self.settings.drain_signal,
+                                              self.settings.drain_timeout)
         if gen in self.old:
-            self.old.remove(gen)
-            self.log("exit", "%s %s" % (gen, gen.exit_reason), generation=gen.number, pid=gen.pid)
-        elif gen is self.pending:
-            self.readiness.exited(gen)
-            self.pending_failed(gen)
-        elif gen is self.current:
-            self.current = None
-            if self.stopping:
-                self.log("exit", "%s %s" % (gen, gen.exit_reason), generation=gen.number, pid=gen.pid)
-            else:
-                self.log("crash", "%s %s while serving%s" % (gen, gen.exit_reason,
-                         self.observed.failure(gen)), level="error", generation=gen.number, pid=gen.pid)
-                if time.monotonic() - gen.started_mono > self.settings.backoff_max:
-                    self.crashes = 0    # it ran well for a while: not a tight loop
-                if self.pending is None:
-                    self.schedule_respawn()
+            if not gen.workers:
+                self.old.remove(gen)
+                if gen.deadline_timer is not None:
+                    gen.deadline_timer.cancel()
+            self.log("exit", "%s %s" % (worker, worker.exit_reason), generation=worker.number,
+                     pid=worker.pid)
+        elif gen is not None and gen is self.pending:
+            self.pending_worker_failed(gen, worker)
+        elif gen is not None and gen is self.current:
+            self.serving_worker_exited(gen, worker)
         self.maybe_finish()
 
     def maybe_finish(self):     # stopped once nothing of any generation is left, orphans too
-        if self.stopping and not self.finished and not self.generations() \
+        if self.stopping and not self.finished \
+                and not any(g.alive for g in self.generations()) \
                 and not self.reaper.remaining():
             self.finish()
 
@@ -277,10 +266,13 @@ class Supervisor(SighupReloads, EventLoop):
         self.reload_requested_at = (time.time(), time.monotonic())
         if self.current is None:        # waiting out a backoff: try again right away
             self.respawn_timer.cancel()
-        else:
-            self.log("reload", "reload requested; starting generation %d" % (self.number + 1))
         self.upstream.reloading()
-        self.spawn("reload" if self.current is not None else "start")
+        if self.current is not None and self.settings.reload_strategy == "rolling":
+            self.start_roll()
+        else:
+            if self.current is not None:
+                self.log("reload", "reload requested; starting generation %d" % (self.number + 1))
+            self.spawn("reload" if self.current is not None else "start")
         self.keepalive.extend_timeout()     # systemd's reload timeout runs from now
 
     def start_followup(self):
@@ -319,8 +311,10 @@ class Supervisor(SighupReloads, EventLoop):
         self.upstream.stopping()
         if self.respawn_timer is not None:
             self.respawn_timer.cancel()
+        self.cancel_slot_timers()
         failure = {"ok": False, "error": STOPPING_MESSAGE}
         self.answer(failure)
+        self.fail_scale(STOPPING_MESSAGE)
         for waiter in self.followup or []:
             waiter.reply(failure)
         self.followup = None
@@ -372,6 +366,10 @@ class Supervisor(SighupReloads, EventLoop):
         elif command == "reload":
             self.request_reload()
             conn.reply({"ok": True, "queued": True})
+        elif command == "scale":
+            # New workers get --ready-timeout each, and a failing one its backoff.
+            conn.accepted(self.settings.ready_timeout + self.settings.backoff_max)
+            self.scale(request.get("workers"), conn)
         elif command == "stop":
             conn.accepted(self.settings.stop_timeout)
             self.stop(conn)
@@ -385,14 +383,10 @@ class Supervisor(SighupReloads, EventLoop):
             return "starting"
         return "reloading" if self.pending is not None else "serving"
 
-    def status_line(self):
-        if self.current is None:
-            return "no generation serving"
-        return "serving generation %d (pid %d)" % (self.current.number, self.current.pid)
-
     def status(self):
         return {"ok": True, "name": self.settings.name, "pid": os.getpid(),
                 "state": self.state(), "command": self.settings.argv, **self.observed.status(),
+                "workers": self.settings.workers, "reload_strategy": self.settings.reload_strategy,
                 "generations": [g.as_dict() for g in self.generations()],
                 "listeners": [l.as_dict() for l in self.listeners],
                 "reloads": list(self.history), "orphans": self.reaper.as_dict(),

@@ -1,4 +1,9 @@
-"""One generation of the app: spawn it on the listeners, watch it, signal it, reap it."""
+"""One generation of the app: its worker processes, spawned on the listeners, watched,
+signalled and reaped.
+
+A Generation holds worker slots 0..N-1 (`pyboss exec --workers N`); the usual generation is
+N=1. A Worker is one process: the fork, the dup2 of the listeners onto fds 3.. and the exec.
+"""
 import fcntl
 import os
 import signal
@@ -85,13 +90,16 @@ def _exec_child(argv, env, fds, error_fd, output=None):
         os._exit(127)
 
 
-class Generation:
-    """A child process running the app, numbered from 1 in the order they start."""
+class Worker:
+    """One process of generation `number` (numbered from 1 in the order they start),
+    in worker slot `slot`."""
 
     reaper = None       # the supervisor's Reaper, which signals whole process trees
 
-    def __init__(self, number, pid, pidfd, exec_fd):
+    def __init__(self, number, slot, pid, pidfd, exec_fd, named_slot=False):
         self.number = number
+        self.slot = slot
+        self.named_slot = named_slot  # in logs: "generation 3 worker 1 (pid ..)" when N > 1
         self.pid = pid
         self.pidfd = pidfd
         self.exec_fd = exec_fd        # readable once exec succeeded (EOF) or failed (text)
@@ -102,7 +110,7 @@ class Generation:
         self.ended_mono = None
         self.exit_status = None
         self.exit_reason = None
-        self.deadline_timer = None    # the supervisor's pending timeout for this generation
+        self.deadline_timer = None    # the supervisor's pending timeout for this worker
         self.exec_failed = False
         self.failure = None           # why it never became ready, when pyboss knows better
         self.status_text = None       # the app's own STATUS=
@@ -110,7 +118,7 @@ class Generation:
         self.on_close = []            # what else to do once it is gone (output relays)
 
     @classmethod
-    def spawn(cls, number, argv, env, fds, output=None):
+    def spawn(cls, number, slot, argv, env, fds, named_slot=False, output=None):
         error_r, error_w = os.pipe2(os.O_CLOEXEC)
         try:
             pid = os.fork()
@@ -130,10 +138,16 @@ class Generation:
             os.waitpid(pid, 0)
             os.close(error_r)
             raise
-        return cls(number, pid, pidfd, error_r)
+        return cls(number, slot, pid, pidfd, error_r, named_slot)
 
     def __repr__(self):
+        if self.named_slot:
+            return "generation %d worker %d (pid %d)" % (self.number, self.slot, self.pid)
         return "generation %d (pid %d)" % (self.number, self.pid)
+
+    @property
+    def ready(self):
+        return self.ready_after is not None
 
     @property
     def alive(self):
@@ -186,9 +200,97 @@ class Generation:
 
     def as_dict(self):
         ended = time.monotonic() if self.ended_mono is None else self.ended_mono
-        return {"number": self.number, "pid": self.pid, "state": self.state,
-                "started": round(self.started, 3),
+        return {"slot": self.slot, "number": self.number, "pid": self.pid,
+                "state": self.state, "started": round(self.started, 3),
                 "uptime": round(ended - self.started_mono, 3),
                 "exit": self.exit_reason, "failure": self.failure, "last_lines": self.last_lines,
                 "ready_after": None if self.ready_after is None else round(self.ready_after, 3),
                 "status": self.status_text}
+
+
+class Generation:
+    """The workers of one generation, by slot. A rolling reload moves workers of the next
+    generation into the serving one slot by slot, so its workers may carry two numbers."""
+
+    def __init__(self, number, workers=None):
+        self.number = number
+        self.workers = dict(workers or {})    # slot -> Worker
+        self._state = STARTING
+        self.created = time.time()
+        self.created_mono = time.monotonic()
+        self.ready_after = None
+        self.deadline_timer = None    # the supervisor's timer for the group (drain SIGKILL)
+        self.failure = None           # why it never became ready
+        self.exec_failed = False      # ... because a worker could not be executed
+        self.exited_pid = 0           # the last worker forgotten, for reports after it
+        self.failed_worker = None     # the worker whose failure failed the generation
+        self.last_lines = None        # what that worker wrote last
+
+    def __repr__(self):
+        pids = [w.pid for w in self.by_slot()] or [self.exited_pid]
+        if len(pids) == 1:
+            return "generation %d (pid %d)" % (self.number, pids[0])
+        return "generation %d (pids %s)" % (self.number, ", ".join(map(str, pids)))
+
+    def forget(self, worker):
+        """An exited worker leaves its slot."""
+        del self.workers[worker.slot]
+        self.exited_pid = worker.pid
+
+    def by_slot(self):
+        return [self.workers[slot] for slot in sorted(self.workers)]
+
+    @property
+    def state(self):
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        self._state = value
+        for worker in self.workers.values():
+            if worker.alive:
+                worker.state = value
+
+    @property
+    def pid(self):
+        """The first worker's pid: the generation's pid when it has one worker."""
+        workers = self.by_slot()
+        return workers[0].pid if workers else self.exited_pid
+
+    @property
+    def alive(self):
+        return any(w.alive for w in self.workers.values())
+
+    @property
+    def started(self):
+        return min([w.started for w in self.workers.values()] or [self.created])
+
+    @property
+    def started_mono(self):
+        """When its newest worker started: what a deadline for the group counts from."""
+        return max([w.started_mono for w in self.workers.values()] or [self.created_mono])
+
+    @property
+    def status_text(self):
+        texts = [w.status_text for w in self.by_slot() if w.status_text]
+        return texts[0] if texts else None
+
+    def all_ready(self, count):
+        return len(self.workers) == count and all(w.ready for w in self.workers.values())
+
+    def mark_ready(self):
+        self.state = SERVING
+        self.ready_after = max(w.ready_after for w in self.workers.values())
+
+    def signal(self, signum):
+        for worker in self.workers.values():
+            worker.signal(signum)
+
+    def as_dict(self):
+        return {"number": self.number, "pid": self.pid, "state": self.state,
+                "started": round(self.started, 3),
+                "uptime": round(time.monotonic() - self.created_mono, 3),
+                "exit": None, "failure": self.failure, "last_lines": self.last_lines,
+                "ready_after": None if self.ready_after is None else round(self.ready_after, 3),
+                "status": self.status_text,
+                "workers": [w.as_dict() for w in self.by_slot()]}

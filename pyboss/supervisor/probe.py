@@ -9,6 +9,7 @@ from the new build. The client runs on the supervisor's event loop and never blo
 import os
 import re
 import socket
+import stat
 
 from ..listeners import remove_if_ours
 
@@ -18,11 +19,16 @@ ATTEMPT_TIMEOUT = 5.0      # an accepted probe not answered by then is abandoned
 _STATUS_LINE = re.compile(rb"^HTTP/\d(?:\.\d)? (\d{3})\b")
 
 
-class ProbeSocket:
-    """The listening unix socket generation NUMBER gets; pyboss removes its file."""
+def _name(number, slot):
+    return "probe-%d" % number if slot == 0 else "probe-%d-%d" % (number, slot)
 
-    def __init__(self, directory, number):
-        self.path = os.path.join(directory, "probe-%d" % number)
+
+class ProbeSocket:
+    """The listening unix socket the worker of generation NUMBER in SLOT gets; pyboss
+    removes its file."""
+
+    def __init__(self, directory, number, slot=0):
+        self.path = os.path.join(directory, _name(number, slot))
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             self.sock.bind(self.path)
@@ -32,15 +38,31 @@ class ProbeSocket:
             self.sock.close()
             raise
 
+    @classmethod
+    def left_behind(cls, directory, number, slot=0):
+        """The probe socket an earlier pyboss bound for this worker, which holds it; None
+        if its file is not there."""
+        path = os.path.join(directory, _name(number, slot))
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        if not stat.S_ISSOCK(info.st_mode):
+            return None
+        found = cls.__new__(cls)
+        found.path, found.inode, found.sock = path, info.st_ino, None
+        return found
+
     def fileno(self):
         return self.sock.fileno()
 
     def release(self):
         """After the fork: the generation holds the socket now, pyboss only its path."""
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()
 
     def remove(self):
-        self.sock.close()
+        self.release()
         remove_if_ours(self.path, self.inode)
 
 

@@ -136,8 +136,9 @@ class Reaper:
         self.remnant_timers = {}    # generation number -> SIGKILL timer for its leftovers
 
     def orphans(self):
-        """pyboss's children that are not the main process of a live generation."""
-        mains = {g.pid for g in self.supervisor.generations() if g.alive}
+        """pyboss's children that are not the main process of a live generation's worker."""
+        mains = {w.pid for g in self.supervisor.generations() for w in g.workers.values()
+                 if w.alive}
         return [p for p in children_of(self.pid) if p not in mains and p not in self.helpers]
 
     def owner(self, pid):

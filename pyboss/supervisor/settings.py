@@ -16,7 +16,8 @@ class Settings:
                  stop_timeout=30.0, max_draining=4, crash_limit=5, backoff_initial=0.1,
                  backoff_max=10.0, capture_output=False, metrics_textfile=None,
                  reload_on_change=(), reload_debounce=0.2,
-                 ready_grace=DEFAULT_READY_GRACE, ready_probe=None):
+                 ready_grace=DEFAULT_READY_GRACE, ready_probe=None, workers=1,
+                 reload_strategy="all", max_surge=1):
         self.argv = list(argv)
         self.name = name
         self.ready_after = ready_after          # None: wait for READY=1
@@ -35,6 +36,9 @@ class Settings:
         self.ready_probe = ready_probe          # None, or the HTTP path probed per generation
         self.reload_on_change = list(reload_on_change)   # absolute paths to watch
         self.reload_debounce = reload_debounce
+        self.workers = workers                  # processes per generation (scale changes it)
+        self.reload_strategy = reload_strategy  # "all" | "rolling"
+        self.max_surge = max_surge              # rolling: new workers starting at once
 
     def as_dict(self):
         return dict(vars(self))

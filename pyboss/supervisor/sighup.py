@@ -51,7 +51,7 @@ class SighupReloads:
         if after_sighup:
             self.dispatch_signals()     # systemd sent its SIGHUP before it ran this client
         # The pending generation's time, then this reload's own if it is a follow-up.
-        conn.accepted((2 if self.pending else 1) * self.settings.ready_timeout
+        conn.accepted((2 if self.pending else 1) * self.reload_time()
                       + self.settings.backoff_max)
         if not (after_sighup and self.last_sighup is not None and self.last_sighup.collect(conn)):
             self.request_reload(conn)

@@ -8,8 +8,11 @@ its generations running. The next pyboss finds them here:
 - outside systemd, in NAME.state beside the control socket, mode 0600, replaced
   atomically (written to a temporary file, then renamed).
 
-A generation is recorded with its pid *and* its start time from /proc/PID/stat: a pid
-reused by another process after a reboot or a long outage is never mistaken for it.
+A generation is recorded with each of its workers (one unless `--workers`): slot, pid
+*and* start time from /proc/PID/stat (a pid reused by another process after a reboot or a
+long outage is never mistaken for it), state, when it got ready, its deadline. Beside
+them: the number of workers in force (`pyboss scale` lasts as long as its generations),
+each slot's crash record and respawn time, and where a rolling reload stands.
 The state is written after every turn of the event loop that changed it.
 """
 import binascii     # crc32 as zlib has it, without zlib in the supervisor
@@ -19,7 +22,8 @@ import struct
 
 from .. import __version__
 
-FORMAT = 1                      # what a pyboss must understand to adopt from this state
+FORMAT = 2                      # what a pyboss must understand to adopt from this state
+READABLE = (1, 2)               # 1: one process per generation, before --workers
 SLOT_SIZE = 1 << 20             # memfd: two slots, written in turn; a torn write loses one
 _HEADER = struct.Struct("<4sQII")   # magic, sequence, length, crc32
 _MAGIC = b"PBST"
@@ -51,30 +55,42 @@ def same_process(pid, recorded_start):
     return recorded_start is not None and start_time(pid) == recorded_start
 
 
-def _deadline(gen):
-    timer = gen.deadline_timer
+def _deadline_of(timer):
     return None if timer is None or timer.cancelled else round(timer.when, 3)
 
 
+def _deadline(gen_or_worker):
+    return _deadline_of(gen_or_worker.deadline_timer)
+
+
+def _worker(worker):
+    if getattr(worker, "start_time", None) is None:
+        worker.start_time = start_time(worker.pid)
+    return {"slot": worker.slot, "number": worker.number, "pid": worker.pid,
+            "start_time": worker.start_time, "state": worker.state,
+            "started": worker.started, "started_mono": worker.started_mono,
+            "ready_after": worker.ready_after, "status": worker.status_text,
+            "deadline": None if worker.ready else _deadline(worker)}
+
+
+def _role(supervisor, gen):
+    if gen is supervisor.current:
+        return "current"
+    return "pending" if gen is supervisor.pending else "old"
+
+
 def snapshot(supervisor):
-    """The supervisor's state as plain data (JSON-able); generations alive only."""
-    roles = {}
-    if supervisor.current is not None:
-        roles[supervisor.current.number] = "current"
-    if supervisor.pending is not None:
-        roles[supervisor.pending.number] = "pending"
+    """The supervisor's state as plain data (JSON-able); live workers only."""
     generations = []
     for gen in supervisor.generations():
-        if not gen.alive:
+        workers = [_worker(w) for w in gen.by_slot() if w.alive]
+        if not workers:
             continue
-        if getattr(gen, "start_time", None) is None:
-            gen.start_time = start_time(gen.pid)
         generations.append({
-            "number": gen.number, "pid": gen.pid, "start_time": gen.start_time,
-            "role": roles.get(gen.number, "old"), "state": gen.state,
-            "started": gen.started, "started_mono": gen.started_mono,
-            "ready_after": gen.ready_after, "status": gen.status_text,
-            "deadline": _deadline(gen)})
+            "number": gen.number, "pid": workers[0]["pid"], "role": _role(supervisor, gen),
+            "state": gen.state, "created": gen.created, "created_mono": gen.created_mono,
+            "ready_after": gen.ready_after, "deadline": _deadline(gen), "workers": workers})
+    roll = supervisor.roll
     return {
         "format": FORMAT, "version": __version__,
         "supervisor": {"pid": os.getpid(), "start_time": own_start_time()},
@@ -89,7 +105,34 @@ def snapshot(supervisor):
         "metrics": supervisor.observed.counters.to_dict(),     # what /metrics counts
         "reload_requested_at": supervisor.reload_requested_at,
         "ready_sent": supervisor.upstream.ready_sent,
+        "workers": supervisor.settings.workers,
+        "slots": [{"slot": slot, "crashes": supervisor.slot_crashes.get(slot, 0),
+                   "failures": supervisor.slot_failures.get(slot, 0),
+                   "given_up": slot in supervisor.given_up,
+                   "refill_at": _deadline_of(supervisor.slot_timers.get(slot))}
+                  for slot in sorted(set(supervisor.slot_crashes) | set(supervisor.slot_failures)
+                                     | supervisor.given_up | set(supervisor.slot_timers))],
+        "roll": None if roll is None else {"queue": roll.queue, "total": roll.total,
+                                           "replaced": roll.replaced},
     }
+
+
+def readable(state):
+    """state as this pyboss reads it (a state of one process per generation becomes one
+    of one-worker generations), or None if it is none this pyboss understands."""
+    if not isinstance(state, dict) or state.get("format") not in READABLE:
+        return None
+    if state["format"] == 1:
+        generations = []
+        for gen in state["generations"]:
+            worker = dict(gen, slot=0, deadline=gen["deadline"] if gen["role"] != "old"
+                          else None)
+            generations.append(dict(gen, created=gen["started"],
+                                    created_mono=gen["started_mono"], workers=[worker],
+                                    deadline=gen["deadline"] if gen["role"] == "old" else None))
+        state = dict(state, format=FORMAT, generations=generations, workers=1, slots=[],
+                     roll=None)
+    return state
 
 
 class StateFile:
@@ -107,7 +150,7 @@ class StateFile:
     def read(self):
         try:
             with open(self.path, "rb") as f:
-                return json.loads(f.read())
+                return readable(json.loads(f.read()))
         except (OSError, ValueError):
             return None
 
@@ -163,7 +206,7 @@ class StateMemfd:
             return None
         self.sequence, payload = slots[-1]
         try:
-            return json.loads(payload)
+            return readable(json.loads(payload))
         except ValueError:
             return None
 

@@ -118,18 +118,19 @@ def supervise(settings, listeners, control, notify, log, quiet, store=None, adop
     if adopt is not None or sweep:
         # Only then: a supervisor that adopts nothing does not carry the code for it.
         from . import adopt as adoption
+        from .restore import restore
         from ..systemd import cgroup
     if adopt is not None:
         changed = adoption.difference(adopt, settings.argv, listeners.names)
         if changed:
             log("adopt-changed", "%s: draining what the earlier pyboss left, starting afresh"
                 % changed, level="warning")
-        adopted = adoption.restore(supervisor, adopt, after_crash, bool(changed))
+        adopted = restore(supervisor, adopt, after_crash, bool(changed))
     if sweep:
         # Not pyboss, nor what started it (a shell ExecStart=), nor what it adopted.
-        ours = adoption.ancestors() | {gen.pid for gen in adopted}
+        ours = adoption.ancestors() | {worker.pid for worker in adopted}
         adoption.strays(supervisor, [pid for pid in cgroup.processes() if pid not in ours
-                                     and supervisor.owner_of(pid) is None])
+                                     and supervisor.owner_of(pid)[0] is None])
     if upgrade is not None:
         replies = [Connection(socket.socket(fileno=fd), None) for fd in upgrade["replies"]]
         for conn in replies:
@@ -160,8 +161,9 @@ def check_handoff():
     stdin? Exit status 0 and the version on stdout if so."""
     state = json.load(sys.stdin)
     snapshot = state.get("adopt") or {}
-    if snapshot.get("format") != saved.FORMAT:
-        sys.exit("state format %r, this pyboss reads %d" % (snapshot.get("format"), saved.FORMAT))
+    if saved.readable(snapshot) is None:
+        sys.exit("state format %r, this pyboss reads %s" % (
+            snapshot.get("format"), " and ".join(map(str, saved.READABLE))))
     Settings(**state["settings"])
     print(__version__)
 
@@ -181,7 +183,8 @@ def main():
     settings = Settings(**state["settings"])
     log = EventLog(settings.name, state["quiet"])
     supervisor = supervise(settings, listeners, control, notify, log, state["quiet"],
-                           saved.from_handoff(state.get("store")), state.get("adopt"),
+                           saved.from_handoff(state.get("store")),
+                           saved.readable(state.get("adopt")),
                            state.get("after_crash", False), state.get("sweep", False),
                            state.get("upgrade"),
                            None if state.get("metrics") is None else _adopt(state["metrics"]))

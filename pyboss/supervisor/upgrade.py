@@ -11,7 +11,8 @@ answers those clients with its version.
 exec() is a point of no return, so the new code is tried first: a separate process
 imports it and checks that it understands this state. If that fails, nothing was
 replaced: the old code goes on supervising and the clients get the reason. A reload in
-progress is finished first (the upgrade waits for it).
+progress is finished first (the upgrade waits for it), and so is a `pyboss scale` waiting
+for its new workers.
 """
 import os
 import signal
@@ -48,8 +49,8 @@ class Upgrader:
     def __call__(self):
         """After every loop turn: upgrade once asked and no reload is under way."""
         supervisor = self.supervisor
-        if not self.waiters or supervisor.pending is not None:
-            return
+        if not self.waiters or supervisor.pending is not None or supervisor.scale_waiters:
+            return      # a reload, or a `pyboss scale` waiting for its workers, ends first
         if supervisor.stopping or supervisor.finished:
             return self.answer({"ok": False, "error": "pyboss is stopping"})
         self.upgrade()
