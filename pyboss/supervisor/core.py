@@ -106,7 +106,8 @@ class Supervisor(RollingReload, WorkerSlots, SighupReloads, EventLoop):
             for slot in range(self.settings.workers):
                 self.spawn_worker(gen, slot)
         except OSError as e:
-            self.log("spawn-failed", "cannot start generation %d: %s" % (self.number, e.strerror),
+            self.log("spawn-failed", "cannot start generation %d: %s"
+                     % (self.number, e.strerror or e),
                      level="error")
             if gen.workers:         # the slots that did start: killed, reaped from old
                 self.retire(gen, signal.SIGKILL, 0)

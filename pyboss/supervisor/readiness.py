@@ -18,7 +18,6 @@ import os
 import time
 
 from .rundir import make_private_dir
-from .probe import PROBE_NAME, HttpProbe, ProbeSocket
 
 SETTLING = "settling"        # a worker's state between its report and its promotion
 
@@ -57,6 +56,7 @@ class Readiness:
         names, fds = listeners.names, listeners.fds()
         if self.settings.ready_probe is None:
             return names, fds
+        from .probe import PROBE_NAME, ProbeSocket     # --ready-probe only: stays small
         probe_socket = ProbeSocket(self.directory(), number, slot)
         self.watches[number, slot] = Watch(probe_socket)
         return names + [PROBE_NAME], fds + [probe_socket.fileno()]
@@ -93,6 +93,7 @@ class Readiness:
             watch.timer = self.supervisor.call_later(delay,
                                                      lambda: self.alive_long_enough(worker))
         if watch.probe_socket is not None:
+            from .probe import HttpProbe
             watch.probe = HttpProbe(self.supervisor, watch.probe_socket.path,
                                     self.settings.ready_probe, lambda: self.probe_answered(worker))
             watch.probe.start()
@@ -157,6 +158,7 @@ class Readiness:
         settles anew, in full."""
         watch = self.watches.setdefault(key(worker), Watch())
         if self.settings.ready_probe is not None and watch.probe_socket is None:
+            from .probe import ProbeSocket
             watch.probe_socket = ProbeSocket.left_behind(self.directory(), worker.number,
                                                          worker.slot)
         if settling:

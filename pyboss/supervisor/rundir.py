@@ -95,7 +95,8 @@ def make_private_dir(parent, prefix):
     size, into a supervisor that is to stay lean.
     """
     for _ in range(100):
-        path = os.path.join(parent, prefix + os.urandom(6).hex())
+        # 8 characters, as mkdtemp's: unix socket paths inside must stay under 108 bytes.
+        path = os.path.join(parent, prefix + os.urandom(4).hex())
         try:
             os.mkdir(path, 0o700)
             return path

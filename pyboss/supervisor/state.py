@@ -15,7 +15,6 @@ them: the number of workers in force (`pyboss scale` lasts as long as its genera
 each slot's crash record and respawn time, and where a rolling reload stands.
 The state is written after every turn of the event loop that changed it.
 """
-import binascii     # crc32 as zlib has it, without zlib in the supervisor
 import json
 import os
 import struct
@@ -25,8 +24,23 @@ from .. import __version__
 FORMAT = 2                      # what a pyboss must understand to adopt from this state
 READABLE = (1, 2)               # 1: one process per generation, before --workers
 SLOT_SIZE = 1 << 20             # memfd: two slots, written in turn; a torn write loses one
-_HEADER = struct.Struct("<4sQII")   # magic, sequence, length, crc32
-_MAGIC = b"PBST"
+_HEADER = struct.Struct("<4sQII")   # magic, sequence, length, checksum
+_MAGIC = b"PBS2"                    # checksum: _checksum()
+_MAGIC_CRC32 = b"PBST"              # checksum: crc32, as pyboss 0.1.0 wrote it
+_PRIME = (1 << 61) - 1
+
+
+def _checksum(payload):
+    """The payload as one number, mod a prime, in 32 bits: a torn write changes it. Not
+    crc32: binascii, like zlib, costs the supervisor over 100 KiB of resident size."""
+    return int.from_bytes(payload, "little") % _PRIME & 0xFFFFFFFF
+
+
+def _intact(magic, payload, checksum):
+    if magic == _MAGIC:
+        return _checksum(payload) == checksum
+    import binascii                 # only to take over from an earlier pyboss
+    return binascii.crc32(payload) == checksum
 
 
 def start_time(pid):
@@ -192,11 +206,11 @@ class StateMemfd:
             header = os.pread(self.fd, _HEADER.size, slot * SLOT_SIZE)
             if len(header) < _HEADER.size:
                 continue
-            magic, sequence, length, crc = _HEADER.unpack(header)
-            if magic != _MAGIC or length > SLOT_SIZE - _HEADER.size:
+            magic, sequence, length, checksum = _HEADER.unpack(header)
+            if magic not in (_MAGIC, _MAGIC_CRC32) or length > SLOT_SIZE - _HEADER.size:
                 continue
             payload = os.pread(self.fd, length, slot * SLOT_SIZE + _HEADER.size)
-            if len(payload) == length and binascii.crc32(payload) == crc:
+            if len(payload) == length and _intact(magic, payload, checksum):
                 found.append((sequence, payload))
         return sorted(found)
 
@@ -214,7 +228,7 @@ class StateMemfd:
         if len(data) > SLOT_SIZE - _HEADER.size:
             raise ValueError("state of %d bytes does not fit a slot" % len(data))
         self.sequence += 1
-        header = _HEADER.pack(_MAGIC, self.sequence, len(data), binascii.crc32(data))
+        header = _HEADER.pack(_MAGIC, self.sequence, len(data), _checksum(data))
         os.pwrite(self.fd, header + data, (self.sequence % 2) * SLOT_SIZE)
 
     def remove(self):
