@@ -36,6 +36,22 @@ def free_port():
         return probe.getsockname()[1]
 
 
+def stop_session(process, timeout):
+    """SIGTERM to process, then SIGKILL to whatever is left of its process group (it was
+    started in a new session) after timeout; waits for it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
+
+
 def child_env(**extra):
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
@@ -98,18 +114,7 @@ class Peer:
     def stop(self, timeout=15.0):
         if not self.process:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        # Whatever is left of this peer's own process group (started in a new session).
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.process.wait()
+        stop_session(self.process, timeout)
 
 
 class Pyboss(Peer):

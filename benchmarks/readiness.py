@@ -23,7 +23,7 @@ import time
 
 from benchmarks import install
 from benchmarks.load import LoadClient, request_once, summarize, wait_until_serving
-from benchmarks.peers import Pyboss, child_env, free_port
+from benchmarks.peers import Pyboss, child_env, free_port, stop_session
 from benchmarks.scenarios import FULL, QUICK, Context, reloads_under_load
 from pyboss.supervisor.settings import DEFAULT_READY_GRACE
 
@@ -76,17 +76,7 @@ class BrokenBuildPeer:
         wait_until_serving(self.port, timeout=60)
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.process.wait()
+        stop_session(self.process, 30)
         self.log.close()
 
     def run_command(self, argv, timeout):

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import time
 
 from benchmarks import install
 from benchmarks.load import LoadClient, summarize, wait_until_serving
-from benchmarks.peers import REPO, child_env, free_port
+from benchmarks.peers import REPO, child_env, free_port, stop_session
 from pyboss.supervisor import control
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -67,17 +66,7 @@ class Server:
         return self
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.process.wait()
+        stop_session(self.process, 20)
 
 
 def throughput(name, workers, workdir, seconds, threads):
