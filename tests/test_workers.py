@@ -44,15 +44,24 @@ sys.exit(main([]))
     return [PYTHON, app]
 
 
-def write_slot_failing_app(directory):
-    """A launcher whose worker 1 exits with status 5 while the file fail-slot-1 exists."""
+def write_marked_launcher(directory, marker_name, when_marked, only_worker=None):
+    """(launcher, marker): a launcher running the demo, or the shell command when_marked
+    while the file marker_name exists (in worker only_worker alone, if given)."""
     app = os.path.join(directory, "app")
-    marker = os.path.join(directory, "fail-slot-1")
+    marker = os.path.join(directory, marker_name)
+    test = "[ -e %s ]" % marker
+    if only_worker is not None:
+        test = "[ \"$PYBOSS_WORKER\" = %d ] && %s" % (only_worker, test)
     with open(app, "w") as f:
-        f.write("#!/bin/sh\nif [ \"$PYBOSS_WORKER\" = 1 ] && [ -e %s ]; then exit 5; fi\n"
-                "exec %s -m pyboss.demo\n" % (marker, PYTHON))
+        f.write("#!/bin/sh\nif %s; then %s; fi\nexec %s -m pyboss.demo\n"
+                % (test, when_marked, PYTHON))
     os.chmod(app, 0o755)
     return app, marker
+
+
+def write_slot_failing_app(directory):
+    """A launcher whose worker 1 exits with status 5 while the file fail-slot-1 exists."""
+    return write_marked_launcher(directory, "fail-slot-1", "exit 5", only_worker=1)
 
 
 def test_two_workers_answer_from_two_distinct_pids_at_once(start_pyboss, app):
@@ -227,14 +236,9 @@ def test_scale_request_with_a_bad_number_gets_an_error_reply_and_changes_nothing
 def write_build_app(directory):
     """A launcher running the demo, or (while the file dies-after-ready exists) an app that
     reports ready and exits with status 1 0.3 s later."""
-    app = os.path.join(directory, "app")
-    marker = os.path.join(directory, "dies-after-ready")
-    with open(app, "w") as f:
-        f.write("#!/bin/sh\nif [ -e %s ]; then exec %s -c \"import pyboss, sys, time; "
-                "pyboss.ready(); time.sleep(0.3); sys.exit(1)\"; fi\nexec %s -m pyboss.demo\n"
-                % (marker, PYTHON, PYTHON))
-    os.chmod(app, 0o755)
-    return app, marker
+    return write_marked_launcher(directory, "dies-after-ready", "exec %s -c \"import pyboss, "
+                                 "sys, time; pyboss.ready(); time.sleep(0.3); sys.exit(1)\""
+                                 % PYTHON)
 
 
 def test_rolling_reload_settles_each_new_worker_before_its_old_worker_drains(start_pyboss,

@@ -13,7 +13,7 @@ import signal
 from pyboss_testing import PYTHON, Load, Pyboss, install_build, pid_alive, wait_until
 from test_adoption import saved_state, sigkill
 from test_upgrade import start_from_build
-from test_workers import wait_for_workers, workers_of
+from test_workers import wait_for_workers, workers_of, write_marked_launcher, write_slot_failing_app
 
 
 def answered_by(load, pids):
@@ -101,14 +101,9 @@ def test_scaled_number_of_workers_outlives_a_pyboss_crash(start_pyboss, app, tmp
 
 def write_slot_slow_app(directory):
     """A launcher whose worker 1 takes 60 s to get ready while the file slow-slot-1 exists."""
-    app = os.path.join(directory, "app")
-    marker = os.path.join(directory, "slow-slot-1")
-    with open(app, "w") as f:
-        f.write("#!/bin/sh\nif [ \"$PYBOSS_WORKER\" = 1 ] && [ -e %s ]; then exec %s -m "
-                "pyboss.demo --ready-delay 60; fi\nexec %s -m pyboss.demo\n"
-                % (marker, PYTHON, PYTHON))
-    os.chmod(app, 0o755)
-    return app, marker
+    return write_marked_launcher(directory, "slow-slot-1",
+                                 "exec %s -m pyboss.demo --ready-delay 60" % PYTHON,
+                                 only_worker=1)
 
 
 def test_rolling_reload_cut_short_by_pyboss_death_keeps_the_replaced_worker_and_fails(
@@ -184,7 +179,6 @@ def test_upgrade_with_two_workers_keeps_both_pids_and_status_shows_both(app, tmp
 def test_upgrade_during_a_slot_backoff_keeps_the_respawn_time(tmp_path):
     # Worker 1 of this build keeps failing: its slot's backoff grows (0.1 s, 0.2 s, ...).
     # The new code starts it when the old code would have, neither at once nor never.
-    from test_workers import write_slot_failing_app
     app, marker = write_slot_failing_app(str(tmp_path))
     boss, site = start_from_build(tmp_path, [app], "--workers", "2", "--crash-limit", "10")
     try:
