@@ -4,7 +4,8 @@
 
 Threads send GET / on a fresh connection each, until stdin closes; then one JSON line
 on stdout: requests, failures by kind (refused, reset, empty, truncated, timeout, ...),
-the worst latency, the generations and pids that answered, and how many answers each
+the worst latency, the 5 slowest requests as [latency, CLOCK_MONOTONIC when sent] (the
+clock is the host's too, so a test can set them beside its own events), the generations and pids that answered, and how many answers each
 build gave (apps started with `pyboss.demo --build LABEL`). "running" is printed
 first, once ten requests succeeded, so that a test can await it.
 """
@@ -66,6 +67,7 @@ class Load:
         self.failures = {}
         self.errors = []
         self.worst = 0.0
+        self.slowest = []           # (latency, CLOCK_MONOTONIC at the start), the worst 5
         self.answered = {}          # generation -> set of pids
         self.builds = {}            # build label -> answers
         self.started = threading.Event()
@@ -79,6 +81,8 @@ class Load:
             with self.lock:
                 self.requests += 1
                 self.worst = max(self.worst, latency)
+                if len(self.slowest) < 5 or latency > self.slowest[-1][0]:
+                    self.slowest = sorted(self.slowest + [(latency, start)], reverse=True)[:5]
                 if kind is None:
                     self.answered.setdefault(detail["generation"], set()).add(detail["pid"])
                     if "build" in detail:
@@ -93,6 +97,7 @@ class Load:
     def summary(self):
         return {"requests": self.requests, "failures": self.failures, "errors": self.errors,
                 "worst_latency": round(self.worst, 3),
+                "slowest": [[round(l, 3), round(t, 3)] for l, t in self.slowest],
                 "generations": {str(g): sorted(p) for g, p in sorted(self.answered.items())},
                 "builds": self.builds}
 
