@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -88,6 +89,29 @@ def test_capture_output_prefixes_every_line_with_its_generation(start_pyboss, tm
     assert "[gen 1] generation 1 starting as pid %d\n" % first["pid"] in log
     assert "[gen 2] generation 2 starting as pid %d\n" % second["pid"] in log
     assert boss.status()["output"] == "captured"
+
+
+# Lines of every length up to 300 bytes, as fast as Python writes them: the relay reads
+# them in chunks that cut lines anywhere, and pauses and resumes with the writer's pace.
+FLOOD_APP = r"""
+import signal, sys, pyboss
+out = sys.stdout.buffer
+for i in range(200000):
+    out.write(b"line %d %s\n" % (i, b"x" * (i % 300)))
+out.flush()
+pyboss.ready()
+signal.sigwait({signal.SIGTERM})
+"""
+
+
+def test_capture_output_relays_a_flood_of_lines_whole_and_in_order(start_pyboss):
+    boss = start_pyboss([sys.executable, "-c", FLOOD_APP], "--capture-output")
+    boss.stop()      # pyboss relays what is left in the pipe before it exits
+    with open(boss.log_path, "rb") as f:
+        relayed = [l for l in f.read().split(b"\n") if b" line " in l]
+    expected = [b"[gen 1] line %d %s" % (i, b"x" * (i % 300)) for i in range(200000)]
+    assert len(relayed) == len(expected)
+    assert relayed == expected
 
 
 def test_without_capture_output_generations_write_where_pyboss_writes(start_pyboss, tmp_path):

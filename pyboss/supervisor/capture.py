@@ -11,20 +11,30 @@ cost.
 """
 import fcntl
 import os
+import time
 
 from .output import InheritedOutput, last_lines
 
 KEEP_BYTES = 8192          # enough raw output to cut MAX_LINES/MAX_BYTES from
 PIPE_SIZE = 1 << 20        # a larger pipe: the app blocks less often while pyboss relays
-READ_SIZE = 1 << 20
+READ_SIZE = 256 << 10
+# glibc's malloc serves a block of 128 KiB or more with an mmap() of its own, unmapped on
+# free, and trims the heap's top once 128 KiB of it is free: either way every chunk
+# relayed faulted its pages in afresh, which was most of the relay's cost (measured).
+# Once a block served by mmap() is freed, glibc raises the first limit to its size and
+# the second to twice that, so one such block freed at the start keeps the READ_SIZE
+# buffers on the heap, reused. Other allocators see a block allocated and freed.
+MMAP_THRESHOLD = 1 << 20
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-# When a wake-up found little to relay, pyboss waits this long before it looks again:
-# an app writing line by line then puts many lines in the pipe per wake-up instead of
-# waking pyboss for every line. Lines are relayed this much later, at most. An app
-# writing faster (BATCH_BYTES or more per wake-up) is relayed without pauses, so that
-# it never waits on a full pipe.
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+# When a wake-up found little to relay, pyboss waits up to BATCH_SECONDS before it looks
+# again: an app writing line by line then puts many lines in the pipe per wake-up instead
+# of waking pyboss for every line. Lines are relayed this much later, at most. The pause
+# is shortened to what fills a quarter of the pipe at the rate the app wrote since the last
+# wake-up, so that a fast writer never waits on a full pipe; below the event loop's
+# millisecond it is skipped.
 BATCH_SECONDS = 0.005
-BATCH_BYTES = 256 << 10
+BATCH_MIN_SECONDS = 0.001
 
 
 class _Pipes:
@@ -70,6 +80,11 @@ class _Relay:
         self.prefix = b"[gen %d] " % number
         self.at_line_start = True
         self.relayed = 0          # bytes the last pump() relayed
+        self.pumped_at = time.monotonic()
+        try:
+            self.capacity = fcntl.fcntl(fd, F_GETPIPE_SZ)
+        except OSError:
+            self.capacity = 1 << 16       # Linux's default
         os.set_blocking(fd, False)
 
     def pump(self):
@@ -94,7 +109,8 @@ class _Relay:
         ends_line = data.endswith(b"\n")
         out = data.replace(b"\n", b"\n" + self.prefix)
         if ends_line:
-            out = out[:-len(self.prefix)]      # the next line's prefix comes with it
+            # the next line's prefix comes with it; a view, as a slice would copy
+            out = memoryview(out)[:-len(self.prefix)]
         parts = [self.prefix, out] if self.at_line_start else [out]
         self.at_line_start = ends_line
         try:
@@ -123,6 +139,7 @@ class CapturedOutput(InheritedOutput):
 
     def __init__(self, loop):
         self.loop = loop
+        bytes(MMAP_THRESHOLD)      # see MMAP_THRESHOLD
 
     def prepare(self, number):
         return _Pipes()
@@ -139,9 +156,14 @@ class CapturedOutput(InheritedOutput):
     def on_readable(self, relay):
         if not relay.pump():
             self.close(relay)
-        elif relay.relayed < BATCH_BYTES:
+            return
+        now = time.monotonic()
+        rate = relay.relayed / max(now - relay.pumped_at, 1e-6)    # bytes per second
+        relay.pumped_at = now
+        pause = min(BATCH_SECONDS, relay.capacity / 4 / rate) if rate else BATCH_SECONDS
+        if pause >= BATCH_MIN_SECONDS:
             self.loop.unwatch(relay.fd)
-            self.loop.call_later(BATCH_SECONDS, lambda: self.rewatch(relay))
+            self.loop.call_later(pause, lambda: self.rewatch(relay))
 
     def rewatch(self, relay):
         if relay.fd >= 0:
