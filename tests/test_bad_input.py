@@ -1,8 +1,10 @@
 """Bad input: one line naming the problem and the fix, exit status 2, nothing left behind."""
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 
 import pytest
 
@@ -101,6 +103,49 @@ def test_unix_path_that_is_not_a_socket_is_refused_and_kept(tmp_path):
     assert result.returncode == 2
     assert "the path exists and is not a socket; remove it or choose another path" in result.stderr
     assert precious.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("directory_length, control, probe, message", [
+    # the control socket itself
+    (80, "c" * 27 + ".sock", False, "the control socket %(dir)s/%(name)s would be 113 bytes "
+     "long, and a unix socket's path can be at most 107: choose a shorter --control PATH"),
+    # pyboss's notify socket, in a private directory beside it
+    (84, "c.sock", False, "pyboss's notify socket %(dir)s/.pyboss-XXXXXXXX/notify would be "
+     "108 bytes long, and a unix socket's path can be at most 107: choose a --control PATH "
+     "in a shorter directory"),
+    # a probe socket in that directory: checked for every generation up to 99,999
+    (74, "c.sock", True, "/probe-99999-1023 would be 108 bytes long, and a unix socket's "
+     "path can be at most 107: choose a --control PATH in a shorter directory"),
+])
+def test_control_paths_too_long_for_a_unix_socket_are_refused_at_start(
+        directory_length, control, probe, message):
+    # Not in tmp_path: the lengths must not depend on where pytest keeps its files.
+    base = tempfile.mkdtemp(prefix="pb-")
+    try:
+        directory = os.path.join(base, "d" * (directory_length - len(base) - 1))
+        assert len(directory) == directory_length
+        args = ["--listen", "127.0.0.1:0"] + (["--ready-probe", "/"] if probe else [])
+        result = subprocess.run(PYBOSS + ["exec", "--control", os.path.join(directory, control)]
+                                + args + ["--", PYTHON, "-m", "pyboss.demo"],
+                                capture_output=True, text=True, timeout=TIMEOUT)
+        assert result.returncode == 2
+        [line] = result.stderr.splitlines()
+        assert line.startswith("pyboss exec: ")
+        assert message % {"dir": directory, "name": control} in line, line
+        assert os.listdir(base) == []       # the directories pyboss made are gone again
+    finally:
+        shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("command", ["reload", "stop", "status"])
+def test_client_with_a_control_path_too_long_for_a_unix_socket_says_so(command):
+    path = "/tmp/" + "d" * 100 + "/c.sock"
+    result = subprocess.run(PYBOSS + [command, "--control", path], capture_output=True,
+                            text=True, timeout=TIMEOUT)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "pyboss: the control socket %s would be 112 bytes long, and a unix socket's path can "
+        "be at most 107: choose a shorter --control PATH" % path]
 
 
 @pytest.mark.parametrize("command", ["reload", "stop", "status"])

@@ -14,6 +14,7 @@ import json
 import sys
 
 from ..supervisor.control import DEFAULT_TIMEOUT, ControlError, control_path, request, valid_name
+from ..supervisor.rundir import check_socket_path
 from ..supervisor.status_text import format_status
 from ..supervisor.workers import MAX_WORKERS
 from ..values import seconds
@@ -121,6 +122,12 @@ def lean_command(argv, start_server_link=False):
 def ask(name, control, message, timeout=DEFAULT_TIMEOUT):
     """The supervisor's answer; no answer is one line on stderr and exit 1."""
     path = control_path(name, control, client=True)
+    try:
+        # No pyboss can be there: bad input, not an absent supervisor.
+        check_socket_path(path, "the control socket", "choose a shorter --control PATH")
+    except ControlError as e:
+        say("pyboss: %s" % e, err=True)
+        sys.exit(2)
     try:
         return request(path, message, timeout)
     except ControlError as e:

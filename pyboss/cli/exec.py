@@ -15,6 +15,7 @@ from ..supervisor.control import (ControlError, ControlServer, control_path, ope
 from ..listeners import ListenError, ListenerSet, bind, parse_spec
 from ..systemd.fdstore import FdStore
 from ..supervisor.log import EventLog
+from ..supervisor.readiness import check_probe_paths
 from ..supervisor import adopt as adoption
 from ..supervisor.state import StateFile, StateMemfd
 from ..supervisor.supervise import hand_off
@@ -284,6 +285,8 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
                 (previous and not under_systemd and adoption.notify_receiver(previous)) or \
                 open_notify_socket(os.path.dirname(path))
             cleanup.callback(notify.close)
+            if ready_probe is not None:
+                check_probe_paths(notify, path)
             metrics = None
             if metrics_spec is not None:
                 try:

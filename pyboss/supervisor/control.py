@@ -19,11 +19,13 @@ from .control_wire import (MAX_REPLY, MAX_REQUEST, BadRequest, announced_wait, e
                            parse_reply, parse_request)
 from ..listeners import remove_if_ours
 from .limits import FdReserve
-from .rundir import (DEFAULT_NAME, ControlError, NotRunning, check_default_dir, claim,
-                     make_dirs, make_private_dir, remove_dirs, runtime_dir)
+from .rundir import (DEFAULT_NAME, SHORTER_DIRECTORY, ControlError, NotRunning,
+                     check_default_dir, check_socket_path, claim, make_dirs, make_private_dir,
+                     private_dir_pattern, remove_dirs, runtime_dir)
 
 __all__ = ["ControlError", "NotRunning", "ControlServer", "control_path", "request", "runtime_dir",
            "open_notify_socket", "DEFAULT_TIMEOUT"]
+NOTIFY_DIR_PREFIX = ".pyboss-"
 
 _NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
 _PEERCRED = struct.Struct("3i")
@@ -102,6 +104,7 @@ class ControlServer:
     anything it did not create."""
 
     def __init__(self, path):
+        check_socket_path(path, "the control socket", "choose a shorter --control PATH")
         self.path = path
         directory = os.path.dirname(path)
         self.created_dirs = make_dirs(directory)
@@ -126,7 +129,7 @@ class ControlServer:
             remove_dirs(self.created_dirs)
             if isinstance(e, OSError):
                 raise ControlError("cannot create control socket %s: %s (use --control PATH "
-                                   "in a directory you may write to)" % (path, e.strerror))
+                                   "in a directory you may write to)" % (path, e.strerror or e))
             raise
         finally:
             if lock is not None:
@@ -346,7 +349,9 @@ def _read_reply(sock, buffer, path, timeout, deadline, accepted=False):
 
 def open_notify_socket(directory):
     """pyboss's own NOTIFY_SOCKET, in a private 0700 directory beside the control socket."""
-    private = make_private_dir(directory, ".pyboss-")
+    check_socket_path(os.path.join(private_dir_pattern(directory, NOTIFY_DIR_PREFIX), "notify"),
+                      "pyboss's notify socket", SHORTER_DIRECTORY)
+    private = make_private_dir(directory, NOTIFY_DIR_PREFIX)
     try:
         return sd.NotifyReceiver(os.path.join(private, "notify"), private_dir=private)
     except OSError as e:

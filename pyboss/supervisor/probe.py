@@ -12,6 +12,7 @@ import socket
 import stat
 
 from ..listeners import remove_if_ours
+from .workers import MAX_WORKERS
 
 PROBE_NAME = "pyboss-probe"
 RETRY_INTERVAL = 0.1       # between attempts: a refused or unanswered probe is retried soon
@@ -21,6 +22,10 @@ _STATUS_LINE = re.compile(rb"^HTTP/\d(?:\.\d)? (\d{3})\b")
 
 def _name(number, slot):
     return "probe-%d" % number if slot == 0 else "probe-%d-%d" % (number, slot)
+
+
+# What pyboss checks at its start: the names of generations up to 99,999, in any slot.
+LONGEST_NAME = _name(99999, MAX_WORKERS - 1)
 
 
 class ProbeSocket:

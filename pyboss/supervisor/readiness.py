@@ -17,8 +17,10 @@ workers are ready, or in a rolling reload lets the worker take its slot over.
 import os
 import time
 
-from .rundir import make_private_dir
+from .rundir import (SHORTER_DIRECTORY, check_socket_path, make_private_dir,
+                     private_dir_pattern)
 
+PROBE_DIR_PREFIX = ".pyboss-probe-"
 SETTLING = "settling"        # a worker's state between its report and its promotion
 
 
@@ -68,7 +70,7 @@ class Readiness:
             self.probe_dir = getattr(self.supervisor.notify, "private_dir", None)
             if self.probe_dir is None:
                 parent = os.path.dirname(self.supervisor.control.path)
-                self.probe_dir = make_private_dir(parent, ".pyboss-probe-")
+                self.probe_dir = make_private_dir(parent, PROBE_DIR_PREFIX)
                 self.created_probe_dir = True
         return self.probe_dir
 
@@ -221,3 +223,13 @@ class Readiness:
                 os.rmdir(self.probe_dir)
             except OSError:
                 pass
+
+
+def check_probe_paths(notify, control_path):
+    """ControlError unless the probe sockets will fit in a unix socket's address: in the
+    notify socket's private directory, or in one made beside the control socket."""
+    from .probe import LONGEST_NAME
+    directory = getattr(notify, "private_dir", None) or \
+        private_dir_pattern(os.path.dirname(control_path), PROBE_DIR_PREFIX)
+    check_socket_path(os.path.join(directory, LONGEST_NAME), "a --ready-probe socket",
+                      SHORTER_DIRECTORY)

@@ -10,6 +10,9 @@ import socket
 import stat
 
 DEFAULT_NAME = "pyboss"
+SUN_PATH_MAX = 107          # bytes in a unix socket's address (sun_path[108]), NUL aside
+PRIVATE_NAME_CHARS = 8      # the random part of a private directory's name
+SHORTER_DIRECTORY = "choose a --control PATH in a shorter directory"
 
 
 class ControlError(Exception):
@@ -96,13 +99,27 @@ def make_private_dir(parent, prefix):
     """
     for _ in range(100):
         # 8 characters, as mkdtemp's: unix socket paths inside must stay under 108 bytes.
-        path = os.path.join(parent, prefix + os.urandom(4).hex())
+        path = os.path.join(parent, prefix + os.urandom(PRIVATE_NAME_CHARS // 2).hex())
         try:
             os.mkdir(path, 0o700)
             return path
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "no free name for a directory", parent)
+
+
+def check_socket_path(path, what, fix):
+    """ControlError unless path fits in a unix socket's address. path may stand for one
+    that is yet to be made: "X" for each random character of a private directory."""
+    length = len(os.fsencode(path))
+    if length > SUN_PATH_MAX:
+        raise ControlError("%s %s would be %d bytes long, and a unix socket's path can be at "
+                           "most %d: %s" % (what, path, length, SUN_PATH_MAX, fix))
+
+
+def private_dir_pattern(parent, prefix):
+    """The name make_private_dir(parent, prefix) gives, its random part as X's."""
+    return os.path.join(parent, prefix + "X" * PRIVATE_NAME_CHARS)
 
 
 def remove_dirs(created):
