@@ -113,8 +113,9 @@ def test_unix_path_that_is_not_a_socket_is_refused_and_kept(tmp_path):
     (84, "c.sock", False, "pyboss's notify socket %(dir)s/.pyboss-XXXXXXXX/notify would be "
      "108 bytes long, and a unix socket's path can be at most 107: choose a --control PATH "
      "in a shorter directory"),
-    # a probe socket in that directory: checked for every generation up to 99,999
-    (74, "c.sock", True, "/probe-99999-1023 would be 108 bytes long, and a unix socket's "
+    # a probe socket in that directory: checked for generations up to 99,999 in the slots
+    # of --workers (3 here)
+    (83, "c.sock", True, "/99999-2 would be 108 bytes long, and a unix socket's "
      "path can be at most 107: choose a --control PATH in a shorter directory"),
 ])
 def test_control_paths_too_long_for_a_unix_socket_are_refused_at_start(
@@ -124,7 +125,8 @@ def test_control_paths_too_long_for_a_unix_socket_are_refused_at_start(
     try:
         directory = os.path.join(base, "d" * (directory_length - len(base) - 1))
         assert len(directory) == directory_length
-        args = ["--listen", "127.0.0.1:0"] + (["--ready-probe", "/"] if probe else [])
+        args = ["--listen", "127.0.0.1:0"] + \
+            (["--ready-probe", "/", "--workers", "3"] if probe else [])
         result = subprocess.run(PYBOSS + ["exec", "--control", os.path.join(directory, control)]
                                 + args + ["--", PYTHON, "-m", "pyboss.demo"],
                                 capture_output=True, text=True, timeout=TIMEOUT)

@@ -286,7 +286,7 @@ def exec_command(name, control, listens, socket_mode, backlog, ready_after, read
                 open_notify_socket(os.path.dirname(path))
             cleanup.callback(notify.close)
             if ready_probe is not None:
-                check_probe_paths(notify, path)
+                check_probe_paths(notify, path, workers)
             metrics = None
             if metrics_spec is not None:
                 try:

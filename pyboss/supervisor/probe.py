@@ -6,13 +6,14 @@ socket per generation in its private directory and passes it after the app's lis
 named pyboss-probe in LISTEN_FDNAMES. Only that generation holds it: an answer there comes
 from the new build. The client runs on the supervisor's event loop and never blocks it.
 """
+import errno
 import os
 import re
 import socket
 import stat
 
 from ..listeners import remove_if_ours
-from .workers import MAX_WORKERS
+from .rundir import SHORTER_DIRECTORY, SUN_PATH_MAX
 
 PROBE_NAME = "pyboss-probe"
 RETRY_INTERVAL = 0.1       # between attempts: a refused or unanswered probe is retried soon
@@ -20,12 +21,21 @@ ATTEMPT_TIMEOUT = 5.0      # an accepted probe not answered by then is abandoned
 _STATUS_LINE = re.compile(rb"^HTTP/\d(?:\.\d)? (\d{3})\b")
 
 
-def _name(number, slot):
-    return "probe-%d" % number if slot == 0 else "probe-%d-%d" % (number, slot)
+def _name(number, slot, prefix=""):
+    # Short: a unix socket's path has 107 bytes, and the directory takes most of them.
+    return prefix + ("%d" % number if slot == 0 else "%d-%d" % (number, slot))
 
 
-# What pyboss checks at its start: the names of generations up to 99,999, in any slot.
-LONGEST_NAME = _name(99999, MAX_WORKERS - 1)
+def longest_name(workers):
+    """The name checked at pyboss's start: generations up to 99,999, in the slots of
+    --workers. A later generation or slot whose path is too long fails to start, saying so."""
+    return _name(99999, workers - 1)
+
+
+def _too_long(path):
+    return OSError(errno.ENAMETOOLONG, "its --ready-probe socket %s would be %d bytes long, "
+                   "and a unix socket's path can be at most %d: %s"
+                   % (path, len(os.fsencode(path)), SUN_PATH_MAX, SHORTER_DIRECTORY))
 
 
 class ProbeSocket:
@@ -34,6 +44,8 @@ class ProbeSocket:
 
     def __init__(self, directory, number, slot=0):
         self.path = os.path.join(directory, _name(number, slot))
+        if len(os.fsencode(self.path)) > SUN_PATH_MAX:
+            raise _too_long(self.path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             self.sock.bind(self.path)
@@ -46,13 +58,16 @@ class ProbeSocket:
     @classmethod
     def left_behind(cls, directory, number, slot=0):
         """The probe socket an earlier pyboss bound for this worker, which holds it; None
-        if its file is not there."""
-        path = os.path.join(directory, _name(number, slot))
-        try:
-            info = os.stat(path)
-        except OSError:
-            return None
-        if not stat.S_ISSOCK(info.st_mode):
+        if its file is not there ("probe-" in front: the name an earlier pyboss gave it)."""
+        for prefix in ("", "probe-"):
+            path = os.path.join(directory, _name(number, slot, prefix))
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            if stat.S_ISSOCK(info.st_mode):
+                break
+        else:
             return None
         found = cls.__new__(cls)
         found.path, found.inode, found.sock = path, info.st_ino, None

@@ -225,11 +225,11 @@ class Readiness:
                 pass
 
 
-def check_probe_paths(notify, control_path):
+def check_probe_paths(notify, control_path, workers):
     """ControlError unless the probe sockets will fit in a unix socket's address: in the
     notify socket's private directory, or in one made beside the control socket."""
-    from .probe import LONGEST_NAME
+    from .probe import longest_name
     directory = getattr(notify, "private_dir", None) or \
         private_dir_pattern(os.path.dirname(control_path), PROBE_DIR_PREFIX)
-    check_socket_path(os.path.join(directory, LONGEST_NAME), "a --ready-probe socket",
+    check_socket_path(os.path.join(directory, longest_name(workers)), "a --ready-probe socket",
                       SHORTER_DIRECTORY)
