@@ -109,6 +109,39 @@ def test_client_refuses_an_answer_from_a_socket_of_another_user(shared_dir, othe
         fake.wait()
 
 
+@pytest.mark.parametrize("parent_mode, trusted", [(0o755, True), (0o1777, False)])
+def test_root_believes_a_service_users_socket_only_in_its_own_directory(
+        other_uid, parent_mode, trusted):
+    """A User= or DynamicUser= service's RuntimeDirectory=: /run/pyboss (root's, 0755) holds
+    NAME (the service user's, 0700). An admin's root shell may ask that pyboss; a directory
+    the user made in a world-writable place (as in /tmp) proves nothing."""
+    parent = tempfile.mkdtemp(prefix="pyboss-run-", dir="/tmp")
+    try:
+        os.chmod(parent, parent_mode)
+        own = os.path.join(parent, "web")
+        os.mkdir(own, 0o700)
+        os.chown(own, other_uid, other_uid)
+        path = os.path.join(own, "web.sock")
+        fake = subprocess.Popen(["setpriv", "--reuid=%d" % other_uid, "--regid=%d" % other_uid,
+                                 "--clear-groups", BASE_PYTHON, "-c", FAKE_SERVER, path],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert fake.stdout.readline() == "listening\n"
+            result = subprocess.run(PYBOSS + ["reload", "--wait", "--control", path],
+                                    capture_output=True, text=True, timeout=TIMEOUT)
+        finally:
+            fake.kill()
+            fake.wait()
+        if trusted:
+            assert (result.returncode, result.stderr) == (0, "")
+            assert "generation 999" in result.stdout
+        else:
+            assert result.returncode == 1
+            assert "refusing %s: it is served by uid %d" % (path, other_uid) in result.stderr
+    finally:
+        shutil.rmtree(parent)
+
+
 # The app as another user runs: Debian's python3 on a readable copy of pyboss (a venv's
 # python, or the checkout itself, may live where that user cannot look).
 OTHER_USERS_APP = ["/usr/bin/python3", "-m", "pyboss.demo"]

@@ -20,8 +20,8 @@ from .control_wire import (MAX_REPLY, MAX_REQUEST, BadRequest, announced_wait, e
 from ..listeners import remove_if_ours
 from .limits import FdReserve
 from .rundir import (DEFAULT_NAME, SHORTER_DIRECTORY, ControlError, NotRunning,
-                     check_default_dir, check_socket_path, claim, make_dirs, make_private_dir,
-                     private_dir_pattern, remove_dirs, runtime_dir)
+                     check_default_dir, check_socket_path, claim, in_directory_of, make_dirs,
+                     make_private_dir, private_dir_pattern, remove_dirs, runtime_dir)
 
 __all__ = ["ControlError", "NotRunning", "ControlServer", "control_path", "request", "runtime_dir",
            "open_notify_socket", "DEFAULT_TIMEOUT"]
@@ -260,7 +260,8 @@ def request(path, obj, timeout=DEFAULT_TIMEOUT):
     try:
         _connect(sock, path, timeout)
         uid = peer_uid(sock)
-        if uid not in (0, os.geteuid()):
+        if uid not in (0, os.geteuid()) and \
+                not (os.geteuid() == 0 and in_directory_of(path, uid)):
             raise ControlError("refusing %s: it is served by uid %d, not by you (uid %d) or "
                                "root; another user may be impersonating pyboss"
                                % (path, uid, os.geteuid()))

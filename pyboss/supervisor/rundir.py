@@ -117,6 +117,20 @@ def check_socket_path(path, what, fix):
                            "most %d: %s" % (what, path, length, SUN_PATH_MAX, fix))
 
 
+def in_directory_of(path, uid):
+    """Whether path lies in a directory of uid's own that only root could have made for it:
+    the RuntimeDirectory= of a User= or DynamicUser= service (/run/pyboss/NAME). Root then
+    believes a socket there served by uid: nobody else can have put it there."""
+    directory = os.path.dirname(path)
+    try:
+        own, parent = os.lstat(directory), os.lstat(os.path.dirname(directory))
+    except OSError:
+        return False
+    return (stat.S_ISDIR(own.st_mode) and own.st_uid == uid and not own.st_mode & 0o022
+            and stat.S_ISDIR(parent.st_mode) and parent.st_uid == 0
+            and not parent.st_mode & 0o022)
+
+
 def private_dir_pattern(parent, prefix):
     """The name make_private_dir(parent, prefix) gives, its random part as X's."""
     return os.path.join(parent, prefix + "X" * PRIVATE_NAME_CHARS)
