@@ -119,9 +119,10 @@ def check_socket_path(path, what, fix):
 
 def in_directory_of(path, uid):
     """Whether path lies in a directory of uid's own that only root could have made for it:
-    the RuntimeDirectory= of a User= or DynamicUser= service (/run/pyboss/NAME). Root then
-    believes a socket there served by uid: nobody else can have put it there."""
-    directory = os.path.dirname(path)
+    the RuntimeDirectory= of a User= or DynamicUser= service (/run/pyboss/NAME, a link to
+    /run/private/pyboss/NAME for the latter). Root then believes a socket there served by
+    uid: nobody but uid and root can have put it there, wherever a link to it lies."""
+    directory = os.path.realpath(os.path.dirname(path))
     try:
         own, parent = os.lstat(directory), os.lstat(os.path.dirname(directory))
     except OSError:
