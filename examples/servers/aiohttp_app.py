@@ -24,26 +24,35 @@ async def main():
     app.router.add_get("/", hello)
     runner = web.AppRunner(app)
     await runner.setup()
-    for sock in pyboss.listeners():
+    sockets = pyboss.listeners()
+    for sock in sockets:
         await web.SockSite(runner, sock).start()
+    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     pyboss.ready()
     await stop.wait()
+    # Stop accepting (the next generation takes the queue), but close the servers only
+    # once the connections accepted so far are set up: asyncio sets up each in a task of
+    # its own a few ticks later, and before Python 3.12 it drops (resets) one whose server
+    # was closed in the meantime.
+    for sock in sockets:
+        loop.remove_reader(sock.fileno())
+    await settled(loop, lambda: len(asyncio.all_tasks()) > 1, 5)
     for site in list(runner.sites):
-        await site.stop()            # stop accepting; the next generation takes the queue
+        await site.stop()
     # aiohttp's cleanup closes a connection whose request it has not read yet as idle:
-    # let the connections accepted just before the stop send theirs, be answered and be
-    # closed by their clients. Bounded: a keep-alive client may hold one open for good.
-    # asyncio sets up the connections it accepted in the tick of the stop a few ticks
-    # later: only then are they in runner.server.connections.
-    await asyncio.sleep(0.1)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while runner.server.connections and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    # let those send theirs, be answered and be closed by their clients. Bounded: a
+    # keep-alive client may hold a connection open for good.
+    await settled(loop, lambda: runner.server.connections, 5)
     await runner.cleanup()
 
+
+async def settled(loop, busy, seconds):
+    """Once busy() is false, or after seconds."""
+    deadline = loop.time() + seconds
+    while busy() and loop.time() < deadline:
+        await asyncio.sleep(0.01)
 
 if __name__ == "__main__":
     asyncio.run(main())
