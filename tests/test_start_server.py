@@ -185,7 +185,8 @@ def test_envdir_is_read_again_on_every_hup(start_server, tmp_path):
     envdir.mkdir()
     (envdir / "APP_COLOR").write_text("blue\nignored second line\n")
     (envdir / ".hidden").write_text("x")
-    server = start_server("--path", "app.sock", "--interval", "0.2", "--envdir", "env")
+    server = start_server("--path", "app.sock", "--interval", "0.2", "--envdir", "env",
+                          "--status-file", "app.status")
     env = server.get()["env"]
     assert env["APP_COLOR"] == "blue" and ".hidden" not in env
     assert env["ENVDIR"] == str(envdir)
@@ -193,6 +194,7 @@ def test_envdir_is_read_again_on_every_hup(start_server, tmp_path):
     (envdir / "APP_SIZE").write_text("10\n")
     server.hup()
     server.upstream.wait_for("READY=1")
+    server.wait_status([2])       # until then generation 1 may still take the request
     env = server.get()["env"]
     assert (env["SERVER_STARTER_GENERATION"], env["APP_COLOR"], env["APP_SIZE"]) == ("2", "green", "10")
 
