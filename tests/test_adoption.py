@@ -56,7 +56,8 @@ def test_sigkilled_pyboss_is_adopted_by_the_next_exec_and_no_request_fails(
     # Supervised again: a reload replaces the adopted generation as any other.
     result = second.reload()
     assert result.returncode == 0, result.stderr
-    assert http_get(address)["generation"] == 2
+    # The old generation may take a request or two more while it stops accepting.
+    wait_until(lambda: http_get(address)["generation"] == 2, what="generation 2 to answer")
     wait_until(lambda: not pid_alive(app_pid), what="the adopted generation to drain")
     second.stop()
     assert second.proc.returncode == 0

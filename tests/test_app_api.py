@@ -139,7 +139,8 @@ def test_gunicorn_runs_unchanged_and_its_own_ready_drives_the_reload(tmp_path):
         assert http_get(address)["generation"] == 1
         result = boss.reload()
         assert result.returncode == 0, result.stderr
-        assert http_get(address)["generation"] == 2
+        # The old generation may take a request or two more while it stops accepting.
+        wait_until(lambda: http_get(address)["generation"] == 2, what="generation 2 to answer")
         # gunicorn's master sent READY=1 itself; its workers' pids are its descendants.
         assert boss.serving()["status"] == "Gunicorn arbiter booted"
     finally:

@@ -43,7 +43,8 @@ def test_upgrade_ten_times_under_load_keeps_the_app_and_reports_each_new_version
         assert boss.proc.poll() is None
         # Still the supervisor: a reload and a stop work as before.
         assert boss.reload().returncode == 0
-        assert http_get(boss.address())["generation"] == 2
+        wait_until(lambda: http_get(boss.address())["generation"] == 2,
+                   what="generation 2 to answer")
         assert boss.stop().returncode == 0
         assert boss.proc.returncode == 0
     finally:
