@@ -1,6 +1,7 @@
 """The control socket's place and trust: pyboss removes only what it created, refuses a
 directory someone else could have planted a socket in, and believes only an answer from
 its own user or root."""
+import contextlib
 import os
 import shutil
 import stat
@@ -89,13 +90,23 @@ def test_every_directory_pyboss_created_is_removed_on_stop(tmp_path, start_pybos
     assert not (tmp_path / "a").exists()
 
 
-def test_client_refuses_an_answer_from_a_socket_of_another_user(shared_dir, other_uid):
-    path = os.path.join(shared_dir, "victim.sock")
-    fake = subprocess.Popen(["setpriv", "--reuid=%d" % other_uid, "--regid=%d" % other_uid,
+@contextlib.contextmanager
+def fake_pyboss(uid, path):
+    """FAKE_SERVER listening at path as uid, until the with block is left."""
+    fake = subprocess.Popen(["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid,
                              "--clear-groups", BASE_PYTHON, "-c", FAKE_SERVER, path],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert fake.stdout.readline() == "listening\n"
+        yield
+    finally:
+        fake.kill()
+        fake.wait()
+
+
+def test_client_refuses_an_answer_from_a_socket_of_another_user(shared_dir, other_uid):
+    path = os.path.join(shared_dir, "victim.sock")
+    with fake_pyboss(other_uid, path):
         for command in (["reload", "--wait"], ["stop"], ["status"]):
             result = subprocess.run(PYBOSS + command + ["--control", path],
                                     capture_output=True, text=True, timeout=TIMEOUT)
@@ -104,9 +115,6 @@ def test_client_refuses_an_answer_from_a_socket_of_another_user(shared_dir, othe
                 "pyboss: refusing %s: it is served by uid %d, not by you (uid 0) or root; "
                 "another user may be impersonating pyboss" % (path, other_uid)]
             assert "999" not in result.stdout
-    finally:
-        fake.kill()
-        fake.wait()
 
 
 @pytest.mark.parametrize("parent_mode, trusted", [(0o755, True), (0o1777, False)])
@@ -122,16 +130,9 @@ def test_root_believes_a_service_users_socket_only_in_its_own_directory(
         os.mkdir(own, 0o700)
         os.chown(own, other_uid, other_uid)
         path = os.path.join(own, "web.sock")
-        fake = subprocess.Popen(["setpriv", "--reuid=%d" % other_uid, "--regid=%d" % other_uid,
-                                 "--clear-groups", BASE_PYTHON, "-c", FAKE_SERVER, path],
-                                stdout=subprocess.PIPE, text=True)
-        try:
-            assert fake.stdout.readline() == "listening\n"
+        with fake_pyboss(other_uid, path):
             result = subprocess.run(PYBOSS + ["reload", "--wait", "--control", path],
                                     capture_output=True, text=True, timeout=TIMEOUT)
-        finally:
-            fake.kill()
-            fake.wait()
         if trusted:
             assert (result.returncode, result.stderr) == (0, "")
             assert "generation 999" in result.stdout
