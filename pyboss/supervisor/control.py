@@ -26,6 +26,7 @@ from .rundir import (DEFAULT_NAME, SHORTER_DIRECTORY, ControlError, NotRunning,
 __all__ = ["ControlError", "NotRunning", "ControlServer", "control_path", "request", "runtime_dir",
            "open_notify_socket", "DEFAULT_TIMEOUT"]
 NOTIFY_DIR_PREFIX = ".pyboss-"
+NOTIFY_NAME = "notify"
 
 _NAME = re.compile(r"^[A-Za-z0-9_@\-][A-Za-z0-9_.@\-]{0,63}$")
 _PEERCRED = struct.Struct("3i")
@@ -350,11 +351,11 @@ def _read_reply(sock, buffer, path, timeout, deadline, accepted=False):
 
 def open_notify_socket(directory):
     """pyboss's own NOTIFY_SOCKET, in a private 0700 directory beside the control socket."""
-    check_socket_path(os.path.join(private_dir_pattern(directory, NOTIFY_DIR_PREFIX), "notify"),
-                      "pyboss's notify socket", SHORTER_DIRECTORY)
+    check_socket_path(os.path.join(private_dir_pattern(directory, NOTIFY_DIR_PREFIX),
+                                   NOTIFY_NAME), "pyboss's notify socket", SHORTER_DIRECTORY)
     private = make_private_dir(directory, NOTIFY_DIR_PREFIX)
     try:
-        return sd.NotifyReceiver(os.path.join(private, "notify"), private_dir=private)
+        return sd.NotifyReceiver(os.path.join(private, NOTIFY_NAME), private_dir=private)
     except OSError as e:
         os.rmdir(private)
         raise ControlError("cannot create the notify socket in %s: %s"

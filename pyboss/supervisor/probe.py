@@ -13,7 +13,7 @@ import socket
 import stat
 
 from ..listeners import remove_if_ours
-from .rundir import SHORTER_DIRECTORY, SUN_PATH_MAX
+from .rundir import SHORTER_DIRECTORY, ControlError, check_socket_path
 
 PROBE_NAME = "pyboss-probe"
 RETRY_INTERVAL = 0.1       # between attempts: a refused or unanswered probe is retried soon
@@ -32,20 +32,16 @@ def longest_name(workers):
     return _name(99999, workers - 1)
 
 
-def _too_long(path):
-    return OSError(errno.ENAMETOOLONG, "its --ready-probe socket %s would be %d bytes long, "
-                   "and a unix socket's path can be at most %d: %s"
-                   % (path, len(os.fsencode(path)), SUN_PATH_MAX, SHORTER_DIRECTORY))
-
-
 class ProbeSocket:
     """The listening unix socket the worker of generation NUMBER in SLOT gets; pyboss
     removes its file."""
 
     def __init__(self, directory, number, slot=0):
         self.path = os.path.join(directory, _name(number, slot))
-        if len(os.fsencode(self.path)) > SUN_PATH_MAX:
-            raise _too_long(self.path)
+        try:
+            check_socket_path(self.path, "its --ready-probe socket", SHORTER_DIRECTORY)
+        except ControlError as e:
+            raise OSError(errno.ENAMETOOLONG, str(e))    # a spawn that fails, saying why
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             self.sock.bind(self.path)
