@@ -194,6 +194,13 @@ def http_get(address, path="/", timeout=10):
     return json.loads(body)
 
 
+
+def await_generation(address, number):
+    """Until generation number answers at address: after a reload's verdict the old
+    generation may still take a request or two while it stops accepting."""
+    wait_until(lambda: http_get(address)["generation"] == number,
+               what="generation %d to answer" % number)
+
 class Load:
     """Client threads, a fresh connection per request, every failure counted."""
 

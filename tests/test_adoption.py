@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 
-from pyboss_testing import (PYBOSS, TIMEOUT, Load, Pyboss, http_get, pid_alive,
+from pyboss_testing import (PYBOSS, TIMEOUT, Load, Pyboss, await_generation, http_get, pid_alive,
                             socket_inodes, wait_until)
 
 
@@ -56,8 +56,7 @@ def test_sigkilled_pyboss_is_adopted_by_the_next_exec_and_no_request_fails(
     # Supervised again: a reload replaces the adopted generation as any other.
     result = second.reload()
     assert result.returncode == 0, result.stderr
-    # The old generation may take a request or two more while it stops accepting.
-    wait_until(lambda: http_get(address)["generation"] == 2, what="generation 2 to answer")
+    await_generation(address, 2)
     wait_until(lambda: not pid_alive(app_pid), what="the adopted generation to drain")
     second.stop()
     assert second.proc.returncode == 0

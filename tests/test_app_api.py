@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from pyboss_testing import PYBOSS, PYTHON, TIMEOUT, Notifications, Pyboss, http_get, wait_until
+from pyboss_testing import (PYBOSS, PYTHON, TIMEOUT, Notifications, Pyboss, await_generation,
+                            http_get, wait_until)
 
 REPORT_LISTENERS = r"""
 import json, sys, pyboss
@@ -139,8 +140,7 @@ def test_gunicorn_runs_unchanged_and_its_own_ready_drives_the_reload(tmp_path):
         assert http_get(address)["generation"] == 1
         result = boss.reload()
         assert result.returncode == 0, result.stderr
-        # The old generation may take a request or two more while it stops accepting.
-        wait_until(lambda: http_get(address)["generation"] == 2, what="generation 2 to answer")
+        await_generation(address, 2)
         # gunicorn's master sent READY=1 itself; its workers' pids are its descendants.
         assert boss.serving()["status"] == "Gunicorn arbiter booted"
     finally:

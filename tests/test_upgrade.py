@@ -7,8 +7,8 @@ and see the running supervisor take it over: same pid, same app, nothing refused
 import os
 import signal
 
-from pyboss_testing import (TIMEOUT, Load, Pyboss, http_get, install_build, pid_alive, wait_until,
-                            write_breakable_app)
+from pyboss_testing import (TIMEOUT, Load, Pyboss, await_generation, install_build, pid_alive,
+                            wait_until, write_breakable_app)
 
 
 def start_from_build(tmp_path, command, *options, version="1.0.0"):
@@ -43,8 +43,7 @@ def test_upgrade_ten_times_under_load_keeps_the_app_and_reports_each_new_version
         assert boss.proc.poll() is None
         # Still the supervisor: a reload and a stop work as before.
         assert boss.reload().returncode == 0
-        wait_until(lambda: http_get(boss.address())["generation"] == 2,
-                   what="generation 2 to answer")
+        await_generation(boss.address(), 2)
         assert boss.stop().returncode == 0
         assert boss.proc.returncode == 0
     finally:
