@@ -5,9 +5,10 @@
 Threads send GET / on a fresh connection each, until stdin closes; then one JSON line
 on stdout: requests, failures by kind (refused, reset, empty, truncated, timeout, ...),
 the worst latency, the 5 slowest requests as [latency, CLOCK_MONOTONIC when sent] (the
-clock is the host's too, so a test can set them beside its own events), the generations and pids that answered, and how many answers each
-build gave (apps started with `pyboss.demo --build LABEL`). "running" is printed
-first, once ten requests succeeded, so that a test can await it.
+clock is the host's too, so a test can set them beside its own events), the generations
+and pids that answered, and how many answers each build gave (apps started with
+`pyboss.demo --build LABEL`). "running" is printed first, once ten requests succeeded,
+so that a test can await it.
 """
 import json
 import socket

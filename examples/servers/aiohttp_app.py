@@ -54,5 +54,6 @@ async def settled(loop, busy, seconds):
     while busy() and loop.time() < deadline:
         await asyncio.sleep(0.01)
 
+
 if __name__ == "__main__":
     asyncio.run(main())
