@@ -9,12 +9,14 @@ on a fresh connection each. ansible-playbook runs examples/ansible/rolling-reloa
 Deselect with `-m "not fleet"`.
 """
 import json
+import os
 import re
+import shutil
 import time
 
 import pytest
 
-from fleet_hosts import APP_ROOT, BALANCER_PORT, LAN, Fleet, missing_tools, write_build
+from fleet_hosts import APP, APP_ROOT, BALANCER_PORT, LAN, Fleet, missing_tools, write_build
 from private_network import PrivateBridge
 from pyboss_testing import wait_until
 from supervised_units import LoadInside
@@ -137,3 +139,21 @@ def test_broken_build_on_host_2_stops_the_rollout_there_while_it_serves_the_old(
     assert set(load.result["builds"]) == {"v1", "v2"}, load.result
     assert every_host_took_load(sessions_before, sessions_by_host(fleet))
     assert all(row["status"] == "UP" for row in fleet.server_stats().values())
+
+
+def test_rollout_reaching_a_host_still_starting_replaces_its_build_too(fleet, builds, tmp_path):
+    # systemd merges a reload of a unit that is still starting into its start job: the
+    # reload returns 0, and the build the start began with serves on. The role waits for
+    # the start first.
+    host1 = fleet.hosts[0]
+    slow = write_build(tmp_path / "slow", "v1-slow", "--build", "v1", "--ready-delay", "8")
+    myapp = host1.srv / "myapp"
+    shutil.copytree(slow, myapp / "releases" / "v1-slow")
+    os.symlink(APP_ROOT + "/releases/v1-slow", myapp / "current.new")
+    os.replace(myapp / "current.new", myapp / "current")
+    host1.ns.systemctl("restart", "--no-block", APP + ".service")
+    wait_until(lambda: host1.ns.systemctl("show", "-P", "ActiveState", APP + ".service")
+               .stdout.strip() == "activating", what="host1 to be starting")
+    status, output, _ = fleet.rollout(builds["v2"])
+    assert status == 0, output
+    assert answer_once_drained(fleet, host1, "v2")["build"] == "v2"
